@@ -1,0 +1,39 @@
+# Two commands matter on a fresh machine (README): `make demo` and `make test`. Both set everything up.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PRESET ?= ml-100k
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lint typecheck bench clean-runs
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned: the CPU build of 2.13.0 lies on local disk; any other version pulls several GB.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[train,serve,llm,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m training run --preset $(PRESET)
+
+test: $(STAMP)
+	scripts/ensure_system_deps.sh
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) scripts/bench_sasrec.py --preset $(PRESET)
+
+clean-runs:
+	rm -rf runs

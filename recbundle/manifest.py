@@ -1,0 +1,148 @@
+"""manifest.json: what a bundle holds, with checksums, dims and the model references.
+
+Layout of a bundle directory (paths relative to it; every file is listed in `files` with sha256 + size):
+
+    manifest.json          this model, serialised
+    items.jsonl            catalogue, one JSON object per item: item_id (dense, 1..n_items), raw_id, title,
+                           description, categories (list), brand
+    encoder.pt2            torch.export program: (B, max_len) int64 left-padded item ids, 0 = padding
+                           -> (B, dim) float32 user vectors (inner product with item embeddings = score)
+    encoder.json           the SR encoder's config (architecture hyper-parameters), for humans and audits
+    item_embeddings.npy    (n_items + 1, dim) float32; row 0 is padding (zeros)
+    index.faiss            FAISS inner-product index over rows 1..n_items, FAISS id = dense item id
+    llm/...                optional: LoRA adapter folder, soft-prompt tensor
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, tampered with or incompatible; the message says which file and why."""
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str
+    size: int
+
+
+class EncoderRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str  # "sasrec" | "gru4rec" | ... (informational; the program is self-contained)
+    variant: str = "plain"  # which embedding variant trained it ("plain", "augmented-adapter", ...)
+    path: str = "encoder.pt2"
+    config_path: str = "encoder.json"
+    max_len: int
+    dim: int
+
+
+class IndexRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = "index.faiss"
+    type: str  # FAISS factory string actually built, e.g. "Flat" or "HNSW32"
+    metric: Literal["inner_product"] = "inner_product"
+    embeddings_path: str = "item_embeddings.npy"
+    n_items: int
+    dim: int
+
+
+class LLMRef(BaseModel):
+    """Which LLM explains / reranks. `base` is an HF model folder or name; the rest live in the bundle."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str | None = None  # None: the service falls back to its configured default base model
+    lora_adapters: dict[str, str] = Field(default_factory=dict)  # adapter name -> folder in the bundle
+    soft_prompt: str | None = None  # path in the bundle of a (n_tokens, hidden) tensor, or None
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    bundle_id: str  # "<dataset>-<teacher>-<short hash>"
+    created_at: str  # ISO-8601 UTC
+    dataset: str
+    n_items: int
+    catalogue_path: str = "items.jsonl"
+    encoder: EncoderRef
+    index: IndexRef
+    llm: LLMRef = Field(default_factory=LLMRef)
+    metrics: dict[str, Any] = Field(default_factory=dict)  # evaluation results of the exported model
+    files: dict[str, FileEntry] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _bundle_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Checksum every file under `root` into the manifest and write manifest.json."""
+    files = {
+        p.relative_to(root).as_posix(): FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
+        for p in _bundle_files(root)
+    }
+    manifest = manifest.model_copy(update={"files": files})
+    (root / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
+    return manifest
+
+
+def load_manifest(root: Path, verify: bool = True) -> Manifest:
+    """Read and check a bundle: schema version, every listed file present with its size and sha256,
+    and no unlisted file. Raises BundleError with the first problem found."""
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} is missing")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON: {e}") from e
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"bundle schema version {version!r} is not supported (this build reads version {SCHEMA_VERSION}); "
+            "re-export the bundle with a matching `python -m training export`"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValueError as e:
+        raise BundleError(f"{path} does not match the manifest schema: {e}") from e
+    if verify:
+        verify_files(root, manifest)
+    return manifest
+
+
+def verify_files(root: Path, manifest: Manifest) -> None:
+    for rel, entry in manifest.files.items():
+        p = root / rel
+        if not p.is_file():
+            raise BundleError(f"bundle file {rel} is listed in the manifest but missing")
+        if p.stat().st_size != entry.size:
+            raise BundleError(f"bundle file {rel} has size {p.stat().st_size}, manifest says {entry.size}")
+        if sha256_file(p) != entry.sha256:
+            raise BundleError(f"bundle file {rel} fails its sha256 check: it was modified after export")
+    listed = set(manifest.files)
+    extra = [p.relative_to(root).as_posix() for p in _bundle_files(root)]
+    unlisted = [rel for rel in extra if rel not in listed]
+    if unlisted:
+        raise BundleError(f"bundle holds files the manifest does not list: {unlisted[:5]}")
+    required = [manifest.catalogue_path, manifest.encoder.path, manifest.index.path, manifest.index.embeddings_path]
+    missing = [r for r in required if r not in listed]
+    if missing:
+        raise BundleError(f"manifest does not list required files: {missing}")

@@ -1,0 +1,1 @@
+"""The online service: loads a bundle and serves recommendations over HTTP. Never imports `training`."""

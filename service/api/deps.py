@@ -1,0 +1,40 @@
+"""Dependencies as Annotated aliases; tests swap them with `app.dependency_overrides`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.api.protocol import SESSION_ID_HELP
+from service.core.serving import RecommendService
+from service.errors import NotReady
+from service.metrics.registry import Metrics
+from service.resources import Resources
+
+
+def get_resources_or_none(request: Request) -> Resources | None:
+    return getattr(request.app.state, "resources", None)
+
+
+def get_resources(request: Request) -> Resources:
+    res = get_resources_or_none(request)
+    if res is None:
+        raise NotReady("the service is starting or stopping: retry shortly")
+    return res
+
+
+def get_serving(res: Annotated[Resources, Depends(get_resources)]) -> RecommendService:
+    return res.serving
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+MaybeResourcesDep = Annotated[Resources | None, Depends(get_resources_or_none)]
+ServingDep = Annotated[RecommendService, Depends(get_serving)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SessionIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", description=SESSION_ID_HELP)]

@@ -1,0 +1,104 @@
+"""Request and response schemas of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+SESSION_ID_HELP = "1-128 characters from A-Z a-z 0-9 _ . : -"
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    item_id: int = Field(description="dense item id, 1..n_items (see GET /v1/items?q=)")
+    timestamp: float | datetime | None = Field(
+        None, description="epoch seconds or ISO-8601; orders the events"
+    )
+
+
+HistoryInput = list[int | HistoryEvent]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"history": [12, 50, 7], "k": 5, "explain": True}]},
+    )
+    history: HistoryInput = Field(
+        default_factory=list,
+        description="events, oldest first (or ordered by timestamp); item ids or objects",
+    )
+    session_id: SessionId | None = Field(
+        None, description=f"{SESSION_ID_HELP}; the events are appended to it and its stored history is used"
+    )
+    k: int = Field(10, ge=1, le=100, description="how many items to return")
+    explain: bool = Field(False, description="generate a short explanation per item (LLM)")
+    exclude_seen: bool = Field(True, description="never return items already in the history")
+
+
+class RecommendedItem(BaseModel):
+    item_id: int
+    title: str
+    score: float
+    rank: int
+    explanation: str | None = None
+
+
+class Timings(BaseModel):
+    encode: float
+    search: float
+    explain: float
+    total: float
+
+
+class RecommendResponse(BaseModel):
+    items: list[RecommendedItem]
+    session_id: str | None
+    bundle_id: str
+    timings_ms: Timings
+    explanation_status: Literal["ok", "timeout", "disabled", "unavailable"] = Field(
+        description="disabled: not requested or llm_backend=none; unavailable: the LLM failed; "
+        "timeout: the deadline passed (ranking returned without the missing explanations)"
+    )
+    degraded: bool = Field(
+        False, description="the session store was unreachable; the inline history was used"
+    )
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": [3, 9]}]})
+    events: HistoryInput = Field(min_length=1)
+
+
+class SessionResponse(BaseModel):
+    session_id: str
+    history: list[int]
+    length: int
+
+
+class ItemOut(BaseModel):
+    item_id: int
+    raw_id: str | int | None = None
+    title: str
+    description: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    brand: str | None = None
+
+
+class ItemSearchResponse(BaseModel):
+    query: str
+    items: list[ItemOut]
+
+
+class ComponentState(BaseModel):
+    status: Literal["ok", "failing", "disabled"]
+    detail: str | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    bundle_id: str | None
+    components: dict[str, ComponentState]

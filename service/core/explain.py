@@ -1,0 +1,137 @@
+"""Explanations for a ranked list: cached per (bundle, history, item), generated in one batch on the LLM's
+own worker thread under a per-request deadline, and post-checked so that a text names no catalogue title
+outside the user's history and the recommended item (regenerate once with sampling, else drop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+from service.core.history import history_key
+from service.core.prompts import SYSTEM, user_prompt
+from service.core.titles import TitleGuard
+from service.errors import StoreUnavailable
+from service.index.catalogue import Catalogue
+from service.llm.base import LLMBackend
+from service.metrics.registry import Metrics
+from service.sessions.base import SessionStore
+
+logger = logging.getLogger(__name__)
+
+ExplanationStatus = Literal["ok", "timeout", "disabled", "unavailable"]
+Explanations = dict[int, str | None]
+
+
+class _DeadlineHit(Exception):
+    pass
+
+
+class Explainer:
+    def __init__(
+        self,
+        backend: LLMBackend | None,
+        availability: ExplanationStatus,
+        store: SessionStore,
+        catalogue: Catalogue,
+        bundle_id: str,
+        metrics: Metrics,
+        *,
+        deadline_ms: int,
+        max_new_tokens: int,
+        history_items: int,
+        cache_ttl_s: int,
+    ) -> None:
+        self.backend = backend
+        self.availability: ExplanationStatus = availability if backend is None else "ok"
+        self.store = store
+        self.catalogue = catalogue
+        self.bundle_id = bundle_id
+        self.metrics = metrics
+        self.deadline_s = deadline_ms / 1000
+        self.max_new_tokens = max_new_tokens
+        self.history_items = history_items
+        self.cache_ttl_s = cache_ttl_s
+        self.guard = TitleGuard(catalogue.titles())
+        # one worker: the model is not shared between threads, and queued work still honours its deadline
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+
+    def _key(self, history: list[int], item_id: int) -> str:
+        return f"expl:{self.bundle_id}:{history_key(history)}:{item_id}"
+
+    async def explain(
+        self, history: list[int], item_ids: list[int]
+    ) -> tuple[Explanations, ExplanationStatus]:
+        if self.backend is None:
+            return {}, self.availability
+        deadline = time.monotonic() + self.deadline_s
+        found = await self._cached(history, item_ids)
+        missing = [i for i in item_ids if found.get(i) is None]
+        if not missing:
+            return found, "ok"
+        future = self._executor.submit(self._generate_checked, history, missing, deadline)
+        try:
+            texts = await asyncio.wait_for(asyncio.wrap_future(future), max(deadline - time.monotonic(), 0.0))
+        except (TimeoutError, _DeadlineHit):
+            self.metrics.explain_timeouts.inc()
+            return found, "timeout"
+        except Exception:
+            logger.exception("explanation generation failed")
+            return found, "unavailable"
+        await self._remember(history, texts)
+        return {**found, **texts}, "ok"
+
+    async def _cached(self, history: list[int], item_ids: list[int]) -> Explanations:
+        try:
+            values = await self.store.cache_get([self._key(history, i) for i in item_ids])
+        except StoreUnavailable:
+            values = [None] * len(item_ids)
+        hits = sum(v is not None for v in values)
+        self.metrics.cache.labels("hit").inc(hits)
+        self.metrics.cache.labels("miss").inc(len(item_ids) - hits)
+        return {i: v for i, v in zip(item_ids, values, strict=True) if v is not None}
+
+    async def _remember(self, history: list[int], texts: Explanations) -> None:
+        values = {self._key(history, i): t for i, t in texts.items() if t is not None}
+        with contextlib.suppress(StoreUnavailable):  # counted by the store; answers do not need the cache
+            await self.store.cache_set(values, self.cache_ttl_s)
+
+    def _generate_checked(self, history: list[int], item_ids: list[int], deadline: float) -> Explanations:
+        """Runs on the LLM thread. First pass greedy; items whose text fails the title check get one
+        sampled retry; those failing again are dropped (None)."""
+        out: Explanations = dict.fromkeys(item_ids)
+        pending = item_ids
+        for attempt in range(2):
+            if time.monotonic() >= deadline:
+                raise _DeadlineHit
+            texts = self._generate(history, pending, deadline, sample=attempt > 0)
+            pending = []
+            for item_id, text in texts.items():
+                if text and not self.guard.foreign_titles(text, set(history) | {item_id}):
+                    out[item_id] = text
+                else:
+                    pending.append(item_id)
+            if not pending:
+                break
+        self.metrics.explain_dropped.inc(len(pending))
+        return out
+
+    def _generate(
+        self, history: list[int], item_ids: list[int], deadline: float, sample: bool
+    ) -> Explanations:
+        assert self.backend is not None
+        recent = [self.catalogue[i] for i in history[-self.history_items :]]
+        prompts = [self.backend.render(SYSTEM, user_prompt(recent, self.catalogue[i])) for i in item_ids]
+        gen = self.backend.generate(prompts, self.max_new_tokens, deadline, sample=sample)
+        self.metrics.llm_tokens.inc(gen.new_tokens)
+        if gen.stopped_early:
+            raise _DeadlineHit
+        return dict(zip(item_ids, gen.texts, strict=True))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.backend is not None:
+            self.backend.close()

@@ -1,0 +1,111 @@
+"""encode -> FAISS top-N for a batch of padded histories, plus an optional micro-batcher that merges
+concurrent requests into one encoder call and one FAISS search (see `python -m service.bench`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from service.index.bundle import Bundle
+from service.metrics.registry import Metrics
+
+
+@dataclass(frozen=True)
+class Hits:
+    scores: np.ndarray  # (B, N) float32, best first
+    ids: np.ndarray  # (B, N) int64 dense item ids, -1 where the index had fewer than N
+    encode_s: float
+    search_s: float
+
+
+class Retriever:
+    def __init__(self, bundle: Bundle, metrics: Metrics) -> None:
+        self.encoder = bundle.encoder
+        self.index = bundle.index
+        self.metrics = metrics
+
+    def __call__(self, seqs: np.ndarray, n: int) -> Hits:
+        """seqs (B, max_len) int64 left-padded -> top-n hits per row. Synchronous; run it off the loop."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            users = self.encoder(torch.from_numpy(seqs)).float().contiguous().numpy()  # (B, dim)
+        t1 = time.perf_counter()
+        scores, ids = self.index.search(users, n)  # (B, n), (B, n)
+        t2 = time.perf_counter()
+        self.metrics.batch_size.observe(len(seqs))
+        return Hits(scores, ids.astype(np.int64), t1 - t0, t2 - t1)
+
+
+@dataclass
+class _Pending:
+    seq: np.ndarray
+    n: int
+    future: asyncio.Future[Hits]
+
+
+class MicroBatcher:
+    """Collects requests for up to `window_s` (or `max_size` of them), then runs them as one batch on a
+    worker thread. Each caller gets its own row; shared timings are the batch's."""
+
+    def __init__(self, retriever: Retriever, window_s: float, max_size: int) -> None:
+        self.retriever = retriever
+        self.window_s = window_s
+        self.max_size = max_size
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="micro-batcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+
+    async def submit(self, seq: np.ndarray, n: int) -> Hits:
+        future: asyncio.Future[Hits] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(seq, n, future))
+        return await future
+
+    async def _collect(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        deadline = time.perf_counter() + self.window_s
+        while len(batch) < self.max_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        while True:
+            batch = await self._collect()
+            n = max(p.n for p in batch)
+            try:
+                hits = await asyncio.to_thread(self.retriever, np.stack([p.seq for p in batch]), n)
+            except Exception as e:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(e)
+                continue
+            for row, p in enumerate(batch):
+                if not p.future.done():
+                    p.future.set_result(
+                        Hits(
+                            hits.scores[row : row + 1, : p.n],
+                            hits.ids[row : row + 1, : p.n],
+                            hits.encode_s,
+                            hits.search_s,
+                        )
+                    )

@@ -1,0 +1,139 @@
+"""Request-level logic behind the routes: resolve the history (inline and/or session), rank, explain."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from service.api.protocol import (
+    HistoryEvent,
+    HistoryInput,
+    ItemOut,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    SessionResponse,
+    Timings,
+)
+from service.core.explain import Explainer, Explanations, ExplanationStatus
+from service.core.history import Event, order_events, validate_ids
+from service.core.recommender import Recommender
+from service.errors import InvalidHistory, ItemNotFound, SessionNotFound, StoreUnavailable
+from service.index.catalogue import Catalogue
+from service.metrics.registry import Metrics
+from service.sessions.base import SessionStore
+
+logger = logging.getLogger(__name__)
+
+
+def _event(e: int | HistoryEvent) -> Event:
+    if isinstance(e, int):
+        return Event(e)
+    ts = e.timestamp.timestamp() if isinstance(e.timestamp, datetime) else e.timestamp
+    return Event(e.item_id, ts)
+
+
+class RecommendService:
+    def __init__(
+        self,
+        recommender: Recommender,
+        explainer: Explainer,
+        store: SessionStore,
+        catalogue: Catalogue,
+        metrics: Metrics,
+        *,
+        max_history: int,
+    ) -> None:
+        self.recommender = recommender
+        self.explainer = explainer
+        self.store = store
+        self.catalogue = catalogue
+        self.metrics = metrics
+        self.max_history = max_history
+        self.bundle_id = recommender.bundle.bundle_id
+
+    def parse_events(self, events: HistoryInput) -> list[int]:
+        ids = order_events([_event(e) for e in events])
+        return validate_ids(ids, self.catalogue, self.max_history)
+
+    async def resolve_history(self, req: RecommendRequest) -> tuple[list[int], bool]:
+        """The history to rank from, and whether it is degraded (store down, inline history used)."""
+        inline = self.parse_events(req.history)
+        if req.session_id is None:
+            if not inline:
+                raise InvalidHistory(
+                    "history is empty: send at least one item id, or a session_id with events"
+                )
+            return inline, False
+        try:
+            history = await (
+                self.store.append(req.session_id, inline) if inline else self.store.get(req.session_id)
+            )
+        except StoreUnavailable:
+            if not inline:
+                raise
+            self.metrics.degraded.labels("session_store").inc()
+            logger.warning("session store down; serving session %s from its inline history", req.session_id)
+            return inline, True
+        if not history:
+            raise SessionNotFound(
+                f"session {req.session_id!r} has no events (never created or expired): send a history"
+            )
+        return history, False
+
+    async def recommend(self, req: RecommendRequest) -> RecommendResponse:
+        start = time.perf_counter()
+        history, degraded = await self.resolve_history(req)
+        ranking = await self.recommender.rank(history, req.k, req.exclude_seen)
+        ids = [i for i, _ in ranking.items]
+        t_explain = time.perf_counter()
+        texts: Explanations = {}
+        status: ExplanationStatus = "disabled"
+        if req.explain and ids:
+            texts, status = await self.explainer.explain(history, ids)
+            self.metrics.stage.labels("explain").observe(time.perf_counter() - t_explain)
+        explain_ms = (time.perf_counter() - t_explain) * 1000
+        items = [
+            RecommendedItem(
+                item_id=i, title=self.catalogue[i].title, score=s, rank=r, explanation=texts.get(i)
+            )
+            for r, (i, s) in enumerate(ranking.items, 1)
+        ]
+        timings = Timings(
+            encode=ranking.encode_ms,
+            search=ranking.search_ms,
+            explain=explain_ms,
+            total=(time.perf_counter() - start) * 1000,
+        )
+        return RecommendResponse(
+            items=items,
+            session_id=req.session_id,
+            bundle_id=self.bundle_id,
+            timings_ms=timings,
+            explanation_status=status,
+            degraded=degraded,
+        )
+
+    async def add_events(self, session_id: str, events: HistoryInput) -> SessionResponse:
+        history = await self.store.append(session_id, self.parse_events(events))
+        return SessionResponse(session_id=session_id, history=history, length=len(history))
+
+    async def get_session(self, session_id: str) -> SessionResponse:
+        history = await self.store.get(session_id)
+        if not history:
+            raise SessionNotFound(f"session {session_id!r} not found (never created or expired)")
+        return SessionResponse(session_id=session_id, history=history, length=len(history))
+
+    async def delete_session(self, session_id: str) -> None:
+        if not await self.store.delete(session_id):
+            raise SessionNotFound(f"session {session_id!r} not found (never created or expired)")
+
+    def item(self, item_id: int) -> ItemOut:
+        item = self.catalogue.get(item_id)
+        if item is None:
+            raise ItemNotFound(f"item {item_id} does not exist: item ids run 1..{len(self.catalogue)}")
+        return ItemOut.model_validate(item.model_dump())
+
+    def search_items(self, query: str, limit: int) -> list[ItemOut]:
+        return [ItemOut.model_validate(it.model_dump()) for it in self.catalogue.search(query, limit)]

@@ -1,0 +1,100 @@
+"""Open a bundle: verify the manifest, then load the catalogue, the exported encoder and the FAISS index.
+
+Runs on a FAISS GPU index when the installed faiss has GPUs (`faiss.get_num_gpus() > 0`), on CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import torch
+
+from recbundle import BundleError, Manifest, load_manifest
+from service.index.catalogue import Catalogue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Bundle:
+    root: Path
+    manifest: Manifest
+    catalogue: Catalogue
+    encoder: torch.nn.Module  # (B, max_len) int64 left-padded ids -> (B, dim) float32
+    index: Any  # faiss.Index (CPU or GPU)
+    on_gpu: bool
+
+    @property
+    def bundle_id(self) -> str:
+        return self.manifest.bundle_id
+
+    @property
+    def max_len(self) -> int:
+        return self.manifest.encoder.max_len
+
+    @property
+    def n_items(self) -> int:
+        return self.manifest.n_items
+
+
+def _load_encoder(path: Path, max_len: int, dim: int) -> torch.nn.Module:
+    try:
+        module = torch.export.load(str(path)).module()
+    except Exception as e:  # torch raises many types for a bad archive
+        raise BundleError(f"{path.name} is not a loadable torch.export program: {e}") from e
+    module.requires_grad_(False)  # serving only: outputs must not carry autograd state
+    probe = torch.zeros((1, max_len), dtype=torch.int64)
+    probe[0, -1] = 1
+    with torch.inference_mode():
+        out = module(probe)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, dim):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BundleError(
+            f"{path.name} returns {shape} for a (1, {max_len}) input; the manifest says (1, {dim})"
+        )
+    return module
+
+
+def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
+    index = faiss.read_index(str(path))
+    if index.ntotal != n_items or index.d != dim:
+        raise BundleError(
+            f"{path.name} holds {index.ntotal} vectors of dim {index.d}; the manifest says {n_items} x {dim}"
+        )
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise BundleError(f"{path.name} is not an inner-product index (metric {index.metric_type})")
+    get_num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)
+    if get_num_gpus() > 0:
+        logger.info("moving the FAISS index to %d GPU(s)", get_num_gpus())
+        return faiss.index_cpu_to_all_gpus(index), True
+    return index, False
+
+
+def load_bundle(root: Path) -> Bundle:
+    """Raises BundleError naming the file and the problem when anything does not match the manifest."""
+    root = Path(root)
+    manifest = load_manifest(root, verify=True)
+    catalogue = Catalogue.from_jsonl(root / manifest.catalogue_path)
+    if len(catalogue) != manifest.n_items:
+        raise BundleError(
+            f"{manifest.catalogue_path} has {len(catalogue)} items; the manifest says {manifest.n_items}"
+        )
+    emb = np.load(root / manifest.index.embeddings_path, mmap_mode="r")
+    if emb.shape != (manifest.n_items + 1, manifest.index.dim):
+        raise BundleError(
+            f"{manifest.index.embeddings_path} has shape {emb.shape}; "
+            f"the manifest says ({manifest.n_items + 1}, {manifest.index.dim})"
+        )
+    if manifest.encoder.dim != manifest.index.dim:
+        raise BundleError(f"encoder dim {manifest.encoder.dim} != index dim {manifest.index.dim}")
+    encoder = _load_encoder(root / manifest.encoder.path, manifest.encoder.max_len, manifest.encoder.dim)
+    index, on_gpu = _load_index(root / manifest.index.path, manifest.n_items, manifest.index.dim)
+    logger.info(
+        "loaded bundle %s: %d items, index %s", manifest.bundle_id, manifest.n_items, manifest.index.type
+    )
+    return Bundle(root, manifest, catalogue, encoder, index, on_gpu)

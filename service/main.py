@@ -1,0 +1,67 @@
+"""The app factory. Run with either
+
+    uvicorn --factory service.main:create_app      # settings from SEQREC_* at startup
+    uvicorn service.main:app                       # the same, through a module-level app
+    python -m service                              # uvicorn with SEQREC_HOST / SEQREC_PORT
+
+Settings are built on startup (in the lifespan) unless passed in, never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import health, items, recommend, sessions
+from service.api.limits import BodyLimitMiddleware
+from service.errors import register_error_handlers
+from service.metrics.middleware import MetricsMiddleware
+from service.metrics.registry import Metrics
+from service.resources import open_resources
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings or Settings()
+    app.state.settings = settings
+    logging.getLogger("service").setLevel(settings.log_level.upper())
+    async with open_resources(settings, app.state.metrics) as resources:
+        app.state.resources = resources
+        logger.info("serving bundle %s", resources.bundle.bundle_id)
+        try:
+            yield
+        finally:
+            app.state.resources = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="llm-seqrec",
+        summary="Sequential recommendation with LLM explanations, served from a training bundle",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.resources = None
+    register_error_handlers(app)
+    for module in (recommend, sessions, items, health):
+        app.include_router(module.router)
+    default_limit = Settings.model_fields["max_body_bytes"].default
+
+    def body_limit() -> int:
+        current: Settings | None = app.state.settings
+        return current.max_body_bytes if current else default_limit
+
+    app.add_middleware(BodyLimitMiddleware, limit=body_limit)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+app = create_app()

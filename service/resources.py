@@ -1,0 +1,99 @@
+"""Everything the app holds open, built and closed in one place (the lifespan). Each resource is closed in
+`finally`, in reverse order, even when a later one fails to open."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+from service.core.explain import Explainer
+from service.core.recommender import Recommender
+from service.core.serving import RecommendService
+from service.errors import StoreUnavailable
+from service.index.bundle import Bundle, load_bundle
+from service.llm.loader import LoadedLLM, load_llm
+from service.metrics.registry import Metrics
+from service.sessions.base import SessionStore
+from service.sessions.memory import InMemoryStore
+from service.sessions.redis_store import RedisStore
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    bundle: Bundle
+    store: SessionStore
+    llm: LoadedLLM
+    serving: RecommendService
+
+
+def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
+    if settings.redis_url is None:
+        logger.warning("SEQREC_REDIS_URL is unset: sessions live in this process only (not for production)")
+        return InMemoryStore(settings.session_max_len, settings.session_ttl_s)
+    return RedisStore(
+        settings.redis_url,
+        settings.session_max_len,
+        settings.session_ttl_s,
+        prefix=settings.redis_prefix,
+        timeout_s=settings.redis_timeout_s,
+        on_error=lambda op: metrics.redis_errors.labels(op).inc(),
+    )
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
+    stack = AsyncExitStack()
+    try:
+        bundle = await asyncio.to_thread(load_bundle, settings.bundle_dir)
+        m = bundle.manifest
+        metrics.set_bundle(m.bundle_id, m.dataset, m.encoder.kind, m.index.type, m.n_items)
+        store = make_store(settings, metrics)
+        stack.push_async_callback(store.close)
+        try:
+            await store.ping()
+        except StoreUnavailable as e:
+            logger.error("session store unreachable at startup (%s); /readyz reports it", e.message)
+        llm = await asyncio.to_thread(
+            load_llm,
+            settings.llm_backend,
+            settings.llm_model,
+            settings.llm_device,
+            settings.llm_dtype,
+            m,
+            bundle.root,
+        )
+        explainer = Explainer(
+            llm.backend,
+            llm.status,
+            store,
+            bundle.catalogue,
+            m.bundle_id,
+            metrics,
+            deadline_ms=settings.explain_deadline_ms,
+            max_new_tokens=settings.explain_max_new_tokens,
+            history_items=settings.explain_history_items,
+            cache_ttl_s=settings.explain_cache_ttl_s,
+        )
+        stack.callback(explainer.close)
+        recommender = Recommender(
+            bundle,
+            metrics,
+            fanout=settings.retrieval_fanout,
+            batch_window_ms=settings.batch_window_ms,
+            batch_max_size=settings.batch_max_size,
+        )
+        await recommender.start()
+        stack.push_async_callback(recommender.close)
+        serving = RecommendService(
+            recommender, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
+        )
+        yield Resources(settings, bundle, store, llm, serving)
+    finally:
+        await stack.aclose()

@@ -1,0 +1,63 @@
+"""The service's one settings class. Every field reads the environment variable `SEQREC_<FIELD>`.
+
+Built inside `create_app()` (or on the first startup of the module-level app), never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.llm.base_model import DEFAULT_MODEL_DIR
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQREC_", env_file=None, extra="ignore")
+
+    # bundle
+    bundle_dir: Path = Field(
+        default=Path("bundles/current"), description="bundle directory written by training export"
+    )
+
+    # sessions; redis_url None keeps sessions in this process's memory: for development and tests only
+    # (lost on restart, not shared between workers)
+    redis_url: str | None = Field(
+        default=None, description="redis://host:port/db; None = in-process store (not for production)"
+    )
+    redis_prefix: str = "seqrec:"
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+    session_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    session_max_len: int = Field(
+        default=200, ge=1, description="events kept per session (older ones are trimmed)"
+    )
+
+    # recommendation
+    max_history: int = Field(default=200, ge=1, description="most events accepted inline in one request")
+    retrieval_fanout: int = Field(
+        default=2, ge=1, description="FAISS fetches k * fanout + len(seen) candidates"
+    )
+    batch_window_ms: float = Field(
+        default=0.0, ge=0, description="micro-batch window for encode+search; 0 = off"
+    )
+    batch_max_size: int = Field(default=64, ge=1)
+
+    # explanations
+    llm_backend: Literal["transformers", "none"] = "transformers"
+    llm_model: str = Field(
+        default=str(DEFAULT_MODEL_DIR), description="HF folder or hub name of the base LLM"
+    )
+    llm_device: str = "cpu"
+    llm_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    explain_deadline_ms: int = Field(default=4000, ge=1)
+    explain_max_new_tokens: int = Field(default=48, ge=1, le=512)
+    explain_history_items: int = Field(default=5, ge=1, description="recent history titles cited in a prompt")
+    explain_cache_ttl_s: int = Field(default=24 * 3600, ge=1)
+
+    # HTTP
+    max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,109 @@
+"""Every bad input gets a 4xx whose message says what to fix; never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import ClientFactory
+
+
+def error(r: Any, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    err: dict[str, Any] = r.json()["error"]
+    assert err["message"]
+    return err
+
+
+def test_unknown_item_ids(client: TestClient) -> None:
+    err = error(client.post("/v1/recommend", json={"history": [1, 999, 0, -3]}), 422)
+    assert err["code"] == "unknown_items"
+    assert err["details"]["unknown"] == [999, 0, -3]
+    assert "1..50" in err["message"]
+
+
+def test_empty_history_without_session(client: TestClient) -> None:
+    err = error(client.post("/v1/recommend", json={"history": []}), 422)
+    assert "history is empty" in err["message"]
+    error(client.post("/v1/recommend", json={}), 422)
+
+
+def test_unknown_session_without_history(client: TestClient) -> None:
+    err = error(client.post("/v1/recommend", json={"session_id": "nobody"}), 404)
+    assert "send a history" in err["message"]
+
+
+@pytest.mark.parametrize("k", [0, 101, -1, "ten", 2.5])
+def test_k_out_of_range(client: TestClient, k: object) -> None:
+    err = error(client.post("/v1/recommend", json={"history": [1], "k": k}), 422)
+    assert err["details"][0]["field"] == "k"
+
+
+@pytest.mark.parametrize("body", [b"{bad json", b"", b"[1, 2]", b'{"history": [1,]}'])
+def test_malformed_json(client: TestClient, body: bytes) -> None:
+    r = client.post("/v1/recommend", content=body, headers={"content-type": "application/json"})
+    error(r, 422)
+
+
+def test_wrong_types_and_unknown_fields(client: TestClient) -> None:
+    assert "history" in error(client.post("/v1/recommend", json={"history": "1,2"}), 422)["message"]
+    assert "histroy" in error(client.post("/v1/recommend", json={"histroy": [1]}), 422)["message"]
+    error(client.post("/v1/recommend", json={"history": [{"item": 1}]}), 422)
+
+
+def test_oversized_history(make_client: ClientFactory) -> None:
+    with make_client(max_history=30) as client:
+        err = error(client.post("/v1/recommend", json={"history": [1] * 31}), 422)
+        assert "at most 30" in err["message"] and "most recent 30" in err["message"]
+        assert client.post("/v1/recommend", json={"history": [1] * 30}).status_code == 200
+
+
+def test_oversized_body(make_client: ClientFactory) -> None:
+    with make_client(max_body_bytes=1024) as client:
+        big = {"history": [1] * 600}
+        err = error(client.post("/v1/recommend", json=big), 413)
+        assert "1024 bytes" in err["message"]
+
+
+def test_oversized_body_without_content_length(make_client: ClientFactory) -> None:
+    def chunks() -> Any:
+        yield b'{"history": ['
+        for _ in range(600):
+            yield b"1, "
+        yield b"1]}"
+
+    with make_client(max_body_bytes=1024) as client:
+        r = client.post("/v1/recommend", content=chunks(), headers={"content-type": "application/json"})
+        error(r, 413)
+
+
+def test_mixed_timestamps(client: TestClient) -> None:
+    err = error(client.post("/v1/recommend", json={"history": [{"item_id": 1, "timestamp": 5}, 2]}), 422)
+    assert "timestamp on every history event or on none" in err["message"]
+
+
+@pytest.mark.parametrize("sid", ["has space", "x" * 129, "semi;colon"])
+def test_bad_session_id(client: TestClient, sid: str) -> None:
+    error(client.post("/v1/recommend", json={"history": [1], "session_id": sid}), 422)
+    error(client.get(f"/v1/sessions/{sid}"), 422)
+
+
+def test_events_request_validation(client: TestClient) -> None:
+    error(client.post("/v1/sessions/s1/events", json={"events": []}), 422)
+    assert error(client.post("/v1/sessions/s1/events", json={"events": [77]}), 422)["code"] == "unknown_items"
+    error(client.get("/v1/sessions/s1"), 404)  # nothing was stored by the refused requests
+
+
+def test_items_bad_input(client: TestClient) -> None:
+    assert "1..50" in error(client.get("/v1/items/51"), 404)["message"]
+    error(client.get("/v1/items/0"), 404)
+    error(client.get("/v1/items/abc"), 422)
+    error(client.get("/v1/items"), 422)  # q is required
+    error(client.get("/v1/items", params={"q": "a", "limit": 0}), 422)
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert client.get("/v1/nope").status_code == 404
+    assert client.get("/v1/recommend").status_code == 405

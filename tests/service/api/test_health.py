@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import ClientFactory, RedisServer, free_port
+
+
+def test_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz_reports_every_component(redis_client: TestClient) -> None:
+    r = redis_client.get("/readyz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["ready"] is True and body["bundle_id"] == "test-meanpool-0000"
+    states = {name: c["status"] for name, c in body["components"].items()}
+    assert states == {"bundle": "ok", "index": "ok", "sessions": "ok", "llm": "disabled"}
+    assert body["components"]["sessions"]["detail"] == "redis"
+
+
+def test_readyz_503_when_redis_is_down(make_client: ClientFactory) -> None:
+    with make_client(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_timeout_s=0.2) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        sessions = r.json()["components"]["sessions"]
+        assert sessions["status"] == "failing" and "Redis" in sessions["detail"]
+
+
+def test_readyz_503_when_llm_failed_to_load(make_client: ClientFactory, tmp_path: object) -> None:
+    with make_client(llm_backend="transformers", llm_model="/nonexistent/model") as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["components"]["llm"]["status"] == "failing"
+        # the ranking path still works; explanations say why they are missing
+        body = client.post("/v1/recommend", json={"history": [1], "k": 2, "explain": True}).json()
+        assert len(body["items"]) == 2 and body["explanation_status"] == "unavailable"
+
+
+def test_redis_stopped_while_serving(make_client: ClientFactory) -> None:
+    server = RedisServer().start()
+    try:
+        with make_client(redis_url=server.url, redis_timeout_s=0.2) as client:
+            assert client.post("/v1/sessions/s/events", json={"events": [1]}).status_code == 200
+            server.stop()
+            r = client.post("/v1/recommend", json={"session_id": "s", "history": [2, 3], "k": 3})
+            assert r.status_code == 200 and r.json()["degraded"] is True
+            assert all(1 <= it["item_id"] <= 10 for it in r.json()["items"])
+            assert client.get("/readyz").status_code == 503
+    finally:
+        server.stop()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbundle import BundleError, load_manifest, write_manifest
+from service.index.bundle import load_bundle
+from service.index.catalogue import Catalogue
+
+
+@pytest.fixture
+def copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle_dir, tmp_path / "b"))
+
+
+def test_loads_and_scores(bundle_dir: Path) -> None:
+    b = load_bundle(bundle_dir)
+    assert (b.n_items, b.max_len, b.on_gpu) == (50, 20, False)
+    seqs = torch.zeros((3, b.max_len), dtype=torch.int64)
+    seqs[:, -1] = torch.tensor([1, 21, 41])
+    users = b.encoder(seqs).numpy()
+    assert users.shape == (3, 16)
+    _, ids = b.index.search(users, 1)
+    assert ids[:, 0].tolist() == [1, 21, 41]  # mean of one item is that item: its own nearest neighbour
+
+
+def test_encoder_takes_any_batch_size(bundle_dir: Path) -> None:
+    b = load_bundle(bundle_dir)
+    for batch in (1, 7, 300):
+        assert b.encoder(torch.ones((batch, b.max_len), dtype=torch.int64)).shape == (batch, 16)
+
+
+def test_tampered_file(copy: Path) -> None:
+    with (copy / "index.faiss").open("r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([(byte[0] + 1) % 256]))
+    with pytest.raises(BundleError, match="index.faiss fails its sha256 check"):
+        load_bundle(copy)
+
+
+def test_unlisted_file(copy: Path) -> None:
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match="does not list"):
+        load_bundle(copy)
+
+
+def test_wrong_embedding_shape_even_with_valid_checksums(copy: Path) -> None:
+    np.save(copy / "item_embeddings.npy", np.zeros((10, 16), dtype=np.float32))
+    write_manifest(copy, load_manifest(copy, verify=False))
+    with pytest.raises(BundleError, match=r"item_embeddings.npy has shape \(10, 16\)"):
+        load_bundle(copy)
+
+
+def test_catalogue_must_be_dense(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"item_id": 1, "title": "a"}) + "\n" + json.dumps({"item_id": 3, "title": "b"}) + "\n")
+    with pytest.raises(BundleError, match="dense"):
+        Catalogue.from_jsonl(path)
+    path.write_text('{"item_id": 1}\n')
+    with pytest.raises(BundleError, match="line 1"):
+        Catalogue.from_jsonl(path)

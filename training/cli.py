@@ -1,0 +1,106 @@
+"""`python -m training <stage> ...`: one subcommand per stage, and `run` for a whole preset.
+
+    python -m training run --preset ml-100k                 # prepare, train 3 models x 3 seeds, evaluate, report
+    python -m training prepare --preset amazon-magazine --data-dir ../shared/data
+    python -m training train --preset ml-100k --model sasrec --seeds 0
+    python -m training evaluate --preset ml-100k            # re-evaluate saved models, rewrite the report
+    python -m training teacher --preset ml-100k             # export the teacher's top-k + item embeddings
+    python -m training download --dataset ml-100k --dest ~/.cache/llm-seqrec/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("training")
+
+
+def _add_preset(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="ml-100k", help="name in configs/ or a YAML path (default: ml-100k)")
+    p.add_argument("--data-dir", help="read the dataset from this folder instead of ../shared/data or a download")
+    p.add_argument("--output-dir", help="override the preset's output_dir")
+    p.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (
+        ("prepare", "read, filter and split the dataset; print its stats"),
+        ("train", "train (and test-evaluate) models over the preset's seeds"),
+        ("evaluate", "aggregate saved per-seed results into metrics.json, report.md and plots"),
+        ("teacher", "export the teacher's per-user top-k predictions and item embedding table"),
+        ("run", "the whole preset: prepare, train, evaluate, report, teacher export"),
+    ):
+        p = sub.add_parser(name, help=help_)
+        _add_preset(p)
+        if name in ("train", "run", "evaluate"):
+            p.add_argument("--model", action="append", help="only this model (repeatable)")
+    dl = sub.add_parser("download", help="download and checksum-verify a public dataset")
+    dl.add_argument("--dataset", required=True)
+    dl.add_argument("--dest", default="~/.cache/llm-seqrec/data")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from training.config import load_config
+
+    overrides: dict[str, Any] = {}
+    if args.data_dir:
+        overrides["data.data_dir"] = args.data_dir
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.seeds:
+        overrides["eval.seeds"] = args.seeds
+    return load_config(args.preset, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if args.command == "download":
+        from training.data import DATASETS, download_dataset
+
+        if args.dataset not in DATASETS:
+            log.error("unknown dataset %r; known: %s", args.dataset, sorted(DATASETS))
+            return 2
+        spec = DATASETS[args.dataset]
+        folder = download_dataset(spec, Path(args.dest).expanduser() / spec.folder)
+        print(folder)
+        return 0
+
+    from training import pipeline
+
+    cfg = _config(args)
+    ds, split = pipeline.prepare_stage(cfg)
+    if args.command == "prepare":
+        print(pipeline.format_stats(ds))
+        return 0
+    models = getattr(args, "model", None)
+    if args.command in ("train", "run"):
+        results = pipeline.train_stage(cfg, split, models)
+    else:
+        results = pipeline.collect_results(cfg, split, models)
+    if args.command == "teacher":
+        print(pipeline.export_teacher(cfg, split))
+        return 0
+    table = pipeline.report_stage(cfg, results)
+    print(f"\n## {cfg.name}: test metrics, mean ± std over seeds {cfg.eval.seeds}\n")
+    print(table)
+    print(f"\nreport: {pipeline.output_dir(cfg)}/report.md")
+    if args.command == "run" and cfg.teacher.model in results:
+        print(f"teacher export: {pipeline.export_teacher(cfg, split)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

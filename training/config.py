@@ -1,0 +1,134 @@
+"""Typed run configuration, read once from a preset YAML (configs/*.yaml).
+
+A preset names the dataset, the models with their hyper-parameters, the training loop, the evaluation
+protocols and seeds. Per-model `train:` blocks override the global `train:` block field by field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "ml-100k"
+    data_dir: str | None = None  # None: ../shared/data/<folder> when present, else download
+    cache_dir: str = "~/.cache/llm-seqrec/data"
+    k_core: int = 5
+    min_rating: float | None = None
+    max_users: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 20  # validation checks without improvement before stopping
+    eval_every: int = 1
+    # "last": one window per user (its newest max_len+1 items); "sliding": every max_len-long window
+    # of the training sequence, newest-aligned, so long ML histories are not cut to their tail.
+    windows: Literal["last", "sliding"] = "sliding"
+    grad_clip: float = 5.0
+    eval_batch_size: int = 512
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class EvalConfig:
+    protocols: list[str] = field(default_factory=lambda: ["full", "sampled100", "cand20"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    protocol_seed: int = 2024
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "sasrec"
+    top_k: int = 20
+
+
+@dataclass
+class RunConfig:
+    name: str
+    data: DataConfig
+    models: list[ModelSpec]
+    eval: EvalConfig
+    teacher: TeacherConfig
+    output_dir: str
+
+    def data_hash(self) -> str:
+        return stable_hash(asdict(self.data) | {"data_dir": None, "cache_dir": None})
+
+    def model_spec(self, name: str) -> ModelSpec:
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"model {name!r} is not in preset {self.name!r}")
+
+
+def stable_hash(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def _dataclass_from(cls: type, raw: dict[str, Any] | None, where: str) -> Any:
+    raw = dict(raw or {})
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(known)}")
+    return cls(**raw)
+
+
+def resolve_preset(preset: str) -> Path:
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = CONFIG_DIR / f"{preset}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(x.stem for x in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"no preset {preset!r}: give a YAML path or one of {names}")
+
+
+def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = resolve_preset(preset)
+    raw = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():  # "data.data_dir": "..." style overrides
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    name = raw.get("name", path.stem)
+    base_train = _dataclass_from(TrainConfig, raw.get("train"), f"{path}: train")
+    models = []
+    for model_name, spec in (raw.get("models") or {}).items():
+        spec = spec or {}
+        train = replace(base_train, **(spec.get("train") or {}))
+        models.append(ModelSpec(name=model_name, params=spec.get("model") or {}, train=train))
+    if not models:
+        raise ValueError(f"{path}: `models` is empty")
+    return RunConfig(
+        name=name,
+        data=_dataclass_from(DataConfig, raw.get("data"), f"{path}: data"),
+        models=models,
+        eval=_dataclass_from(EvalConfig, raw.get("eval"), f"{path}: eval"),
+        teacher=_dataclass_from(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
+        output_dir=raw.get("output_dir", f"runs/{name}"),
+    )

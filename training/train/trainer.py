@@ -1,0 +1,108 @@
+"""Fit one model on one seed: mini-batch next-item training, validation NDCG@10 (full ranking) after
+every `eval_every` epochs, early stopping with patience, best checkpoint restored at the end."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from training.config import TrainConfig
+from training.data.types import Split
+from training.eval import evaluate
+from training.models.base import Batch, SequentialRecommender
+from training.train.batching import make_score_fn, training_windows
+
+log = logging.getLogger(__name__)
+VALID_METRIC = "NDCG@10"
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_valid: float
+    epochs_run: int
+    wall_s: float
+    curves: dict[str, list[float]] = field(default_factory=dict)  # epoch, train_loss, valid_ndcg@10
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit_model(
+    model: SequentialRecommender,
+    split: Split,
+    cfg: TrainConfig,
+    seed: int,
+    checkpoint: Path | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    seed_everything(seed)
+    start = time.perf_counter()
+    max_len = model.max_len
+    score_fn = make_score_fn(model, max_len, cfg.eval_batch_size)
+    if not model.trainable:
+        fit = getattr(model, "fit", None)
+        if fit is not None:
+            fit(split.train)
+        valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC]
+        return TrainResult(0, valid, 0, time.perf_counter() - start, {"epoch": [0], "valid_ndcg@10": [valid]})
+
+    inputs, targets = training_windows(split.train, max_len, cfg.windows)
+    X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    curves: dict[str, list[float]] = {"epoch": [], "train_loss": [], "valid_ndcg@10": []}
+    best, best_epoch, bad, best_state = -1.0, 0, 0, None
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, dynamic_ncols=True)
+    epoch = 0
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(X), generator=gen)
+        total, n = 0.0, 0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            y = Y[idx]
+            neg = torch.randint(1, split.n_items + 1, y.shape, generator=gen)
+            loss = model.loss(Batch(inputs=X[idx], targets=y, negatives=neg))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            total += loss.item() * len(idx)
+            n += len(idx)
+        if not np.isfinite(total):
+            raise FloatingPointError(f"{desc}: training loss is not finite at epoch {epoch}")
+        if epoch % cfg.eval_every:
+            continue
+        valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC]
+        curves["epoch"].append(epoch)
+        curves["train_loss"].append(total / max(n, 1))
+        curves["valid_ndcg@10"].append(valid)
+        bar.set_postfix(loss=f"{total / max(n, 1):.4f}", ndcg10=f"{valid:.4f}", best=f"{max(best, valid):.4f}")
+        if valid > best:
+            best, best_epoch, bad = valid, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(best_state, checkpoint)
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    wall = time.perf_counter() - start
+    log.info("%s: best valid %s=%.4f at epoch %d (%d epochs, %.1fs)", desc, VALID_METRIC, best, best_epoch, epoch, wall)
+    return TrainResult(best_epoch, best, epoch, wall, curves)
