@@ -5,6 +5,7 @@
     python -m training train --preset ml-100k --model sasrec --seeds 0
     python -m training evaluate --preset ml-100k            # re-evaluate saved models, rewrite the report
     python -m training teacher --preset ml-100k             # export the teacher's top-k + item embeddings
+    python -m training export --preset ml-100k --out bundles   # the service's bundle (best teacher seed)
     python -m training download --dataset ml-100k --dest ~/.cache/llm-seqrec/data
 """
 
@@ -36,11 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", "aggregate saved per-seed results into metrics.json, report.md and plots"),
         ("teacher", "export the teacher's per-user top-k predictions and item embedding table"),
         ("run", "the whole preset: prepare, train, evaluate, report, teacher export"),
+        ("export", "write a versioned service bundle from a trained model (default: the teacher)"),
     ):
         p = sub.add_parser(name, help=help_)
         _add_preset(p)
         if name in ("train", "run", "evaluate"):
             p.add_argument("--model", action="append", help="only this model (repeatable)")
+        if name == "export":
+            p.add_argument("--model", help="model to export (default: the preset's teacher)")
+            p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
+            p.add_argument("--out", default="bundles", help="folder that receives <bundle_id>/ (default: bundles)")
     dl = sub.add_parser("download", help="download and checksum-verify a public dataset")
     dl.add_argument("--dataset", required=True)
     dl.add_argument("--dest", default="~/.cache/llm-seqrec/data")
@@ -84,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ds, split = pipeline.prepare_stage(cfg)
     if args.command == "prepare":
         print(pipeline.format_stats(ds))
+        return 0
+    if args.command == "export":
+        print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))
         return 0
     models = getattr(args, "model", None)
     if args.command in ("train", "run"):

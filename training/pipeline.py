@@ -172,3 +172,25 @@ def teacher_topk(model: SequentialRecommender, histories: list[np.ndarray], max_
             scores[row, torch.from_numpy(np.asarray(h, dtype=np.int64))] = float("-inf")
         tops.append(scores.topk(k, dim=1).indices.numpy())
     return np.concatenate(tops)
+
+
+def export_stage(
+    cfg: RunConfig, ds: SequenceDataset, split: Split, model: str | None, seed: int | None, out: Path
+) -> Path:
+    """Bundle the chosen model; without a seed, the one with the best validation NDCG@10."""
+    from training.export import export_bundle
+
+    spec = cfg.model_spec(model or cfg.teacher.model)
+    runs = collect_results(cfg, split, [spec.name])[spec.name]
+    chosen = next((r for r in runs if r["seed"] == seed), None) if seed is not None else max(
+        runs, key=lambda r: r["best_valid_ndcg@10"]
+    )
+    if chosen is None:
+        raise ValueError(f"{spec.name} has no trained seed {seed}; trained: {[r['seed'] for r in runs]}")
+    trained = load_trained(cfg, spec, chosen["seed"], split.n_items)
+    metrics_path = output_dir(cfg) / "metrics.json"
+    aggregated = json.loads(metrics_path.read_text()).get(spec.name, {}) if metrics_path.is_file() else {}
+    metrics = {"seed": chosen["seed"], "test": chosen["test"], "over_seeds": aggregated,
+               "best_valid_ndcg@10": chosen["best_valid_ndcg@10"]}
+    out = out if out.is_absolute() else REPO_ROOT / out
+    return export_bundle(cfg, ds, trained, spec.name, out, metrics=metrics)

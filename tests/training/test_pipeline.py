@@ -56,3 +56,25 @@ def test_preset_rejects_unknown_keys(tmp_path: Path) -> None:
     bad.write_text("name: bad\ndata: {dataset: ml-100k, kcore: 5}\nmodels: {popularity: {}}\n")
     with pytest.raises(ValueError, match="kcore"):
         load_config(str(bad))
+
+
+def test_export_writes_a_bundle_the_contract_accepts(tiny_run: Path, tmp_path: Path) -> None:
+    import faiss
+    import torch
+
+    from recbundle import load_manifest
+
+    assert main(["export", "--preset", "tiny", "--output-dir", str(tiny_run), "--out", str(tmp_path)]) == 0
+    (bundle,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    m = load_manifest(bundle)
+    assert m.index.type == "Flat" and m.encoder.kind == "sasrec" and m.metrics["test"]["full"]["NDCG@10"] >= 0
+    encoder = torch.export.load(str(bundle / m.encoder.path)).module()
+    seqs = torch.zeros(3, m.encoder.max_len, dtype=torch.long)
+    seqs[:, -2:] = torch.tensor([1, 2])
+    users = encoder(seqs)
+    assert users.shape == (3, m.encoder.dim)
+    index = faiss.read_index(str(bundle / m.index.path))
+    scores, ids = index.search(users.detach().numpy(), 5)
+    emb = np.load(bundle / m.index.embeddings_path)
+    np.testing.assert_allclose(scores[0], emb[ids[0]] @ users[0].detach().numpy(), rtol=1e-4, atol=1e-5)
+    assert ids.min() >= 1 and ids.max() <= m.n_items

@@ -278,13 +278,15 @@ def evaluate_all(
         mask_history=mask_history,
     )
     results = {p: _summarise(r, get_protocol(p), mask_history) for p, r in ranks.items()}
+    level = logging.INFO if stage == "test" else logging.DEBUG  # validation runs every epoch
     for p, result in results.items():
-        logger.info(
+        logger.log(
+            level,
             "%s/%s (%d users): %s",
             p,
             stage,
             len(ranks[p]),
             ", ".join(f"{k}={v:.4f}" for k, v in result.items()),
         )
-    logger.info("evaluated %s on %s in %.2fs", list(protocols), stage, time.perf_counter() - start)
+    logger.log(level, "evaluated %s on %s in %.2fs", list(protocols), stage, time.perf_counter() - start)
     return results

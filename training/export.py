@@ -1,0 +1,133 @@
+"""`python -m training export`: write a versioned bundle the service loads (contract: recbundle/manifest.py).
+
+    python -m training export --preset ml-100k --out bundles/
+
+The encoder travels as a `torch.export` program (no model code needed to run it, so `service` never
+imports `training`); the item table as .npy; the FAISS index type follows the catalogue size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from recbundle import LLMRef, Manifest, write_manifest
+from recbundle.manifest import EncoderRef, IndexRef
+from training.config import RunConfig, stable_hash
+from training.data.types import SequenceDataset
+from training.models import SequentialRecommender
+
+log = logging.getLogger(__name__)
+EXACT_INDEX_MAX_ITEMS = 50_000  # exact inner-product search is both fastest and exact below this size
+
+
+class UserEncoder(nn.Module):
+    """(B, L) left-padded ids -> (B, D) user vectors; what the service runs per request."""
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.model.user_vector(seqs)
+
+
+def export_encoder(model: SequentialRecommender, path: Path) -> None:
+    model.eval()
+    example = torch.zeros(2, model.max_len, dtype=torch.long)
+    example[:, -3:] = torch.tensor([1, 2, 3])
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(UserEncoder(model).eval(), (example,), dynamic_shapes={"seqs": {0: batch}})
+    torch.export.save(program, path)
+
+
+def index_type_for(n_items: int) -> str:
+    return "Flat" if n_items <= EXACT_INDEX_MAX_ITEMS else "HNSW32"
+
+
+def build_index(embeddings: np.ndarray, index_type: str) -> Any:
+    """Inner-product index over rows 1..n (row 0 = padding), FAISS ids = dense item ids."""
+    import faiss
+
+    vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
+    dim = vectors.shape[1]
+    if index_type == "Flat":
+        inner = faiss.IndexFlatIP(dim)
+    elif index_type.startswith("HNSW"):
+        inner = faiss.IndexHNSWFlat(dim, int(index_type[4:] or 32), faiss.METRIC_INNER_PRODUCT)
+        inner.hnsw.efConstruction = 200
+    else:
+        raise ValueError(f"unsupported index type {index_type!r}")
+    index = faiss.IndexIDMap2(inner)
+    index.add_with_ids(vectors, np.arange(1, len(embeddings), dtype=np.int64))
+    return index
+
+
+def write_catalogue(ds: SequenceDataset, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for i, item in enumerate(ds.items, start=1):
+            row = {"item_id": i, "raw_id": item.raw_id, "title": item.title, "description": item.description,
+                   "categories": item.categories, "brand": item.brand}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def export_bundle(
+    cfg: RunConfig,
+    ds: SequenceDataset,
+    model: SequentialRecommender,
+    model_name: str,
+    out_root: Path,
+    *,
+    variant: str = "plain",
+    metrics: dict[str, Any] | None = None,
+    llm: LLMRef | None = None,
+    extra_files: dict[str, Path] | None = None,
+) -> Path:
+    """Write `<out_root>/<bundle_id>/` and return its path. An existing bundle of the same id is replaced."""
+    model.eval()
+    emb = model.item_table().detach().float().numpy().copy()
+    emb[0] = 0.0
+    params = asdict(model.cfg) if hasattr(model, "cfg") else {}  # type: ignore[call-overload]
+    digest = stable_hash({"data": cfg.data_hash(), "model": model_name, "params": params, "variant": variant,
+                          "emb": float(np.abs(emb).sum())}, n=8)
+    bundle_id = f"{cfg.name}-{model_name}-{variant}-{digest}"
+    root = out_root / bundle_id
+    tmp = out_root / f".{bundle_id}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_catalogue(ds, tmp / "items.jsonl")
+    export_encoder(model, tmp / "encoder.pt2")
+    (tmp / "encoder.json").write_text(json.dumps({"kind": model_name, "variant": variant, **params}, indent=1))
+    np.save(tmp / "item_embeddings.npy", emb)
+    import faiss
+
+    index_type = index_type_for(ds.n_items)
+    faiss.write_index(build_index(emb, index_type), str(tmp / "index.faiss"))
+    for rel, src in (extra_files or {}).items():
+        dest = tmp / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+    manifest = Manifest(
+        bundle_id=bundle_id,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        dataset=ds.name,
+        n_items=ds.n_items,
+        encoder=EncoderRef(kind=model_name, variant=variant, max_len=model.max_len, dim=emb.shape[1]),
+        index=IndexRef(type=index_type, n_items=ds.n_items, dim=emb.shape[1]),
+        llm=llm or LLMRef(),
+        metrics=metrics or {},
+    )
+    write_manifest(tmp, manifest)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    log.info("bundle %s written to %s (%s index, %d items)", bundle_id, root, index_type, ds.n_items)
+    return root
