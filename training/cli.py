@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_preset(p)
         if name in ("train", "run", "evaluate"):
             p.add_argument("--model", action="append", help="only this model (repeatable)")
+        if name == "run":
+            p.add_argument("--export-to", help="also export the teacher's bundle into this folder")
         if name == "export":
             p.add_argument("--model", help="model to export (default: the preset's teacher)")
             p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
@@ -108,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nreport: {pipeline.output_dir(cfg)}/report.md")
     if args.command == "run" and cfg.teacher.model in results:
         print(f"teacher export: {pipeline.export_teacher(cfg, split)}")
+        if args.export_to:
+            print(f"bundle: {pipeline.export_stage(cfg, ds, split, None, None, Path(args.export_to))}")
     return 0
 
 

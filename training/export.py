@@ -80,6 +80,15 @@ def write_catalogue(ds: SequenceDataset, path: Path) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def point_current(out_root: Path, bundle_id: str) -> None:
+    """Atomically repoint `<out_root>/current` (what the service loads by default) at the new bundle."""
+    link = out_root / "current"
+    tmp_link = out_root / ".current.tmp"
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(bundle_id)
+    tmp_link.replace(link)
+
+
 def export_bundle(
     cfg: RunConfig,
     ds: SequenceDataset,
@@ -129,5 +138,6 @@ def export_bundle(
     write_manifest(tmp, manifest)
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
+    point_current(out_root, bundle_id)
     log.info("bundle %s written to %s (%s index, %d items)", bundle_id, root, index_type, ds.n_items)
     return root

@@ -49,8 +49,8 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Collects requests for up to `window_s` (or `max_size` of them), then runs them as one batch on a
-    worker thread. Each caller gets its own row; shared timings are the batch's."""
+    """Runs queued requests as one batch (at most `max_size`) on a worker thread, optionally waiting up
+    to `window_s` for more. Each caller gets its own row; the timings are the batch's."""
 
     def __init__(self, retriever: Retriever, window_s: float, max_size: int) -> None:
         self.retriever = retriever
@@ -76,9 +76,14 @@ class MicroBatcher:
         return await future
 
     async def _collect(self) -> list[_Pending]:
+        """Whatever is queued once the worker is free (no added latency when idle: while one batch runs
+        on the thread, the next accumulates), plus, with a window, what arrives within it."""
         batch = [await self._queue.get()]
+        await asyncio.sleep(0)  # let callers scheduled in the same loop turn enqueue
+        while len(batch) < self.max_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
         deadline = time.perf_counter() + self.window_s
-        while len(batch) < self.max_size:
+        while len(batch) < self.max_size and self.window_s > 0:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break

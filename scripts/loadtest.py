@@ -1,0 +1,163 @@
+"""Load tests of POST /v1/recommend with wrk (C, so the driver is not the bottleneck on 2 cores).
+
+    # request bodies from the histories of real test users (the prepared dataset the bundle came from)
+    python scripts/loadtest.py bodies --preset ml-100k --out runs/bench/bodies.jsonl --k 10
+    # one load run against a running server
+    python scripts/loadtest.py run --url http://127.0.0.1:8000 --bodies runs/bench/bodies.jsonl -c 32 -d 20
+    # the README benchmark: bare FastAPI vs the service (no explanations), then explanations at k=5
+    python scripts/loadtest.py bench --bundle bundles/current --preset ml-100k --out runs/bench/service.json
+
+Prints throughput, p50/p95/p99 latency and error rate per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LUA = REPO / "scripts" / "loadtest" / "recommend.lua"
+
+
+def write_bodies(preset: str, out: Path, k: int, explain: bool, max_history: int) -> int:
+    sys.path.insert(0, str(REPO))
+    from training import pipeline
+    from training.config import load_config
+
+    _, split = pipeline.prepare_stage(load_config(preset))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as f:
+        for history in split.test_history:
+            body = {"history": [int(i) for i in history[-max_history:]], "k": k, "explain": explain}
+            f.write(json.dumps(body, separators=(",", ":")) + "\n")
+    return len(split.test_history)
+
+
+def run_wrk(url: str, bodies: Path, concurrency: int, duration: int, threads: int = 1, timeout: int = 30) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(LUA),
+           url, "--", str(bodies.resolve())]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    line = next(x for x in proc.stdout.splitlines()[::-1] if x.startswith("{"))
+    result: dict[str, Any] = json.loads(line)
+    result["concurrency"] = concurrency
+    result["error_rate"] = result["errors"] / max(result["requests"], 1)
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], port: int, ready_path: str, timeout: float = 300) -> Iterator[str]:
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+            try:
+                with urllib.request.urlopen(url + ready_path, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{cmd} not ready after {timeout}s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    py = sys.executable
+    out_dir = Path(args.out).parent
+    plain, explained = out_dir / "bodies_k10.jsonl", out_dir / "bodies_k5_explain.jsonl"
+    n = write_bodies(args.preset, plain, 10, False, args.max_history)
+    write_bodies(args.preset, explained, 5, True, args.max_history)
+    report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration}
+    uvicorn_opts = ["--log-level", "warning", "--no-access-log"]
+    port = _free_port()
+    bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(port), *uvicorn_opts]
+    with server(bare, {}, port, "/docs") as url:
+        run_wrk(url, plain, args.concurrency, 3)  # warm-up
+        report["bare_fastapi"] = run_wrk(url, plain, args.concurrency, args.duration)
+    env = {"SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_LOG_LEVEL": "warning"}
+    port = _free_port()
+    svc = [py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port), *uvicorn_opts]
+    with server(svc, {**env, "SEQREC_LLM_BACKEND": "none"}, port, "/readyz") as url:
+        run_wrk(url, plain, args.concurrency, 3)
+        report["service_no_explain"] = run_wrk(url, plain, args.concurrency, args.duration)
+    report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
+    if not args.skip_explain:
+        port = _free_port()
+        llm_env = {**env, "SEQREC_LLM_BACKEND": "transformers", "SEQREC_EXPLAIN_DEADLINE_MS": str(args.deadline_ms)}
+        with server(svc, llm_env, port, "/readyz") as url:
+            report["service_explain_k5"] = run_wrk(url, explained, args.explain_concurrency, args.explain_duration,
+                                                   timeout=60)
+    report["command"] = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bodies")
+    b.add_argument("--preset", default="ml-100k")
+    b.add_argument("--out", default="runs/bench/bodies.jsonl")
+    b.add_argument("--k", type=int, default=10)
+    b.add_argument("--explain", action="store_true")
+    b.add_argument("--max-history", type=int, default=200)
+    r = sub.add_parser("run")
+    r.add_argument("--url", default="http://127.0.0.1:8000")
+    r.add_argument("--bodies", default="runs/bench/bodies.jsonl")
+    r.add_argument("-c", "--concurrency", type=int, default=32)
+    r.add_argument("-d", "--duration", type=int, default=20)
+    r.add_argument("-t", "--threads", type=int, default=1)
+    be = sub.add_parser("bench")
+    be.add_argument("--bundle", default="bundles/current")
+    be.add_argument("--preset", default="ml-100k")
+    be.add_argument("--out", default="runs/bench/service.json")
+    be.add_argument("-c", "--concurrency", type=int, default=32)
+    be.add_argument("-d", "--duration", type=int, default=20)
+    be.add_argument("--explain-concurrency", type=int, default=4)
+    be.add_argument("--explain-duration", type=int, default=60)
+    be.add_argument("--deadline-ms", type=int, default=30000)
+    be.add_argument("--max-history", type=int, default=200)
+    be.add_argument("--skip-explain", action="store_true")
+    args = parser.parse_args()
+    if args.cmd == "bodies":
+        print(f"{write_bodies(args.preset, Path(args.out), args.k, args.explain, args.max_history)} bodies -> {args.out}")
+    elif args.cmd == "run":
+        print(json.dumps(run_wrk(args.url, Path(args.bodies), args.concurrency, args.duration, args.threads)))
+    else:
+        report = bench(args)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
