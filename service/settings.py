@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(
         default=0.0, ge=0, description="micro-batch window for encode+search; 0 = off"
     )
-    batch_max_size: int = Field(default=64, ge=1)
+    # micro-batching of concurrent encode+search calls; 1 = off (no gain measured on 2 CPU cores, docs/service.md)
+    batch_max_size: int = Field(default=1, ge=1)
 
     # explanations
     llm_backend: Literal["transformers", "none"] = "transformers"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -28,6 +29,15 @@ Explanations = dict[int, str | None]
 
 class _DeadlineHit(Exception):
     pass
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def complete_sentences(text: str) -> str:
+    """Drop a trailing fragment cut off by max_new_tokens (keep the text if it has no sentence end)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].strip() if ends else text.strip()
 
 
 class Explainer:
@@ -129,7 +139,7 @@ class Explainer:
         self.metrics.llm_tokens.inc(gen.new_tokens)
         if gen.stopped_early:
             raise _DeadlineHit
-        return dict(zip(item_ids, gen.texts, strict=True))
+        return {i: complete_sentences(t) for i, t in zip(item_ids, gen.texts, strict=True)}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

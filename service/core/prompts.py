@@ -5,8 +5,8 @@ from __future__ import annotations
 from service.index.catalogue import Item
 
 SYSTEM = (
-    "You explain recommendations in one or two short sentences. Refer to the titles the user interacted "
-    "with. Never mention any other title besides those and the recommended one."
+    "You write one short sentence, addressed to the user, explaining a recommendation. Connect it to a title "
+    "the user liked. Mention no titles other than those given."
 )
 
 
@@ -22,7 +22,7 @@ def describe(item: Item) -> str:
 def user_prompt(recent: list[Item], recommended: Item) -> str:
     history = "; ".join(describe(it) for it in recent)
     return (
-        f"The user recently interacted with, oldest first: {history}.\n"
-        f"Recommended item: {describe(recommended)}.\n"
-        f'Explain why the user may like "{recommended.title}", naming at least one title they interacted with.'
+        f"The user liked: {history}.\n"
+        f"We recommend: {describe(recommended)}.\n"
+        f'Why might they enjoy "{recommended.title}"? Name one title they liked.'
     )

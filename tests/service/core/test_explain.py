@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.core.explain import Explainer
+from service.core.explain import Explainer, complete_sentences
 from service.index.catalogue import Catalogue
 from service.llm.base import Generation
 from service.metrics.registry import Metrics
@@ -52,7 +52,7 @@ def make(catalogue: Catalogue, backend: FakeBackend | None, deadline_ms: int = 2
 
 
 def recommended_title(prompt: str) -> str:
-    return prompt.split('Explain why the user may like "')[1].split('"')[0]
+    return prompt.split('Why might they enjoy "')[1].split('"')[0]
 
 
 def test_ok_and_cached(catalogue: Catalogue) -> None:
@@ -105,3 +105,16 @@ def test_backend_error_is_unavailable(catalogue: Catalogue) -> None:
 def test_no_backend_reports_its_availability(catalogue: Catalogue) -> None:
     explainer, _ = make(catalogue, None)
     assert asyncio.run(explainer.explain([1], [2])) == ({}, "disabled")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("You liked Alien. Try Brazil, it is", "You liked Alien."),
+        ("Great pick! Because", "Great pick!"),
+        ("no sentence end here", "no sentence end here"),
+        ("Dr. Strangelove fans will like it.", "Dr. Strangelove fans will like it."),
+    ],
+)
+def test_complete_sentences(text: str, expected: str) -> None:
+    assert complete_sentences(text) == expected
