@@ -28,7 +28,9 @@ async def run(
 ) -> tuple[float, float]:
     """(requests per second, p99 latency in ms)."""
     rng = np.random.default_rng(seed)
-    histories = [rng.integers(1, bundle.n_items + 1, size=int(rng.integers(5, 50))).tolist() for _ in range(n_requests)]
+    histories = [
+        rng.integers(1, bundle.n_items + 1, size=int(rng.integers(5, 50))).tolist() for _ in range(n_requests)
+    ]
     max_size = 1 if window_ms is None else 64  # None: no batcher at all
     rec = Recommender(bundle, Metrics(), fanout=2, batch_window_ms=window_ms or 0.0, batch_max_size=max_size)
     await rec.start()
@@ -51,7 +53,9 @@ async def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=2000)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -47,6 +48,25 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
     )
 
 
+def make_explainer(
+    settings: Settings, llm: LoadedLLM, store: SessionStore, bundle: Bundle, metrics: Metrics
+) -> Explainer:
+    return Explainer(
+        llm.backend, llm.status, store, bundle.catalogue, bundle.bundle_id, metrics,
+        deadline_ms=settings.explain_deadline_ms, max_new_tokens=settings.explain_max_new_tokens,
+        history_items=settings.explain_history_items, cache_ttl_s=settings.explain_cache_ttl_s,
+        item_embeddings=bundle.item_embeddings,
+    )  # fmt: skip
+
+
+def make_recommender(settings: Settings, bundle: Bundle, metrics: Metrics) -> Recommender:
+    return Recommender(
+        bundle, metrics, fanout=settings.retrieval_fanout,
+        batch_window_ms=settings.batch_window_ms, batch_max_size=settings.batch_max_size,
+        workers=settings.search_workers, search_threads=settings.search_threads,
+    )  # fmt: skip
+
+
 @asynccontextmanager
 async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
     stack = AsyncExitStack()
@@ -61,39 +81,20 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         except StoreUnavailable as e:
             logger.error("session store unreachable at startup (%s); /readyz reports it", e.message)
         llm = await asyncio.to_thread(
-            load_llm,
-            settings.llm_backend,
-            settings.llm_model,
-            settings.llm_device,
-            settings.llm_dtype,
-            m,
-            bundle.root,
-        )
-        explainer = Explainer(
-            llm.backend,
-            llm.status,
-            store,
-            bundle.catalogue,
-            m.bundle_id,
-            metrics,
-            deadline_ms=settings.explain_deadline_ms,
-            max_new_tokens=settings.explain_max_new_tokens,
-            history_items=settings.explain_history_items,
-            cache_ttl_s=settings.explain_cache_ttl_s,
-        )
+            load_llm, settings.llm_backend, settings.llm_model, settings.llm_device, settings.llm_dtype, m, bundle.root
+        )  # fmt: skip
+        explainer = make_explainer(settings, llm, store, bundle, metrics)
         stack.callback(explainer.close)
-        recommender = Recommender(
-            bundle,
-            metrics,
-            fanout=settings.retrieval_fanout,
-            batch_window_ms=settings.batch_window_ms,
-            batch_max_size=settings.batch_max_size,
-        )
+        recommender = make_recommender(settings, bundle, metrics)
         await recommender.start()
         stack.push_async_callback(recommender.close)
         serving = RecommendService(
             recommender, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
         )
+        # Everything loaded so far lives for the whole process: keep it out of the cyclic GC's scans,
+        # whose full collections otherwise show up as latency spikes under load.
+        gc.collect()
+        gc.freeze()
         yield Resources(settings, bundle, store, llm, serving)
     finally:
         await stack.aclose()

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.llm.base_model import DEFAULT_MODEL_DIR
+from recbundle.base_model import DEFAULT_MODEL_DIR
 
 
 class Settings(BaseSettings):
@@ -39,11 +39,15 @@ class Settings(BaseSettings):
     retrieval_fanout: int = Field(
         default=2, ge=1, description="FAISS fetches k * fanout + len(seen) candidates"
     )
-    batch_window_ms: float = Field(
-        default=0.0, ge=0, description="micro-batch window for encode+search; 0 = off"
+    search_workers: int = Field(default=4, ge=1, description="threads running encode+search concurrently")
+    search_threads: int = Field(default=1, ge=1, description="OpenMP threads inside one FAISS search")
+    # micro-batching of concurrent encode+search calls: whatever is queued when the worker frees up runs as
+    # one batch (3x req/s at 32 concurrent requests, no cost at 1; docs/service.md); 1 = off. A window > 0
+    # also waits for more requests, which measured slower here.
+    batch_max_size: int = Field(
+        default=64, ge=1, description="most histories per encode+search batch; 1 = off"
     )
-    # micro-batching of concurrent encode+search calls; 1 = off (no gain measured on 2 CPU cores, docs/service.md)
-    batch_max_size: int = Field(default=1, ge=1)
+    batch_window_ms: float = Field(default=0.0, ge=0, description="extra wait for a batch to fill")
 
     # explanations
     llm_backend: Literal["transformers", "none"] = "transformers"

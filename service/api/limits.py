@@ -27,8 +27,12 @@ class BodyLimitMiddleware:
             return
         limit = self.limit()
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(scope, receive, send, limit)
+        if declared is not None and declared.isdigit():
+            if int(declared) > limit:
+                await self._reject(scope, receive, send, limit)
+                return
+            # h11/httptools deliver no more body than Content-Length declares: nothing to buffer
+            await self.app(scope, receive, send)
             return
         # no (or a lying) Content-Length: read up to the limit, then replay what was read
         messages: list[Message] = []

@@ -12,8 +12,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+import numpy as np
+
 from service.core.history import history_key
-from service.core.prompts import SYSTEM, user_prompt
+from service.core.prompts import SYSTEM, answer_prefix, user_prompt
 from service.core.titles import TitleGuard
 from service.errors import StoreUnavailable
 from service.index.catalogue import Catalogue
@@ -54,6 +56,7 @@ class Explainer:
         max_new_tokens: int,
         history_items: int,
         cache_ttl_s: int,
+        item_embeddings: np.ndarray | None = None,
     ) -> None:
         self.backend = backend
         self.availability: ExplanationStatus = availability if backend is None else "ok"
@@ -66,6 +69,7 @@ class Explainer:
         self.history_items = history_items
         self.cache_ttl_s = cache_ttl_s
         self.guard = TitleGuard(catalogue.titles())
+        self.item_embeddings = item_embeddings
         # one worker: the model is not shared between threads, and queued work still honours its deadline
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
 
@@ -134,12 +138,28 @@ class Explainer:
     ) -> Explanations:
         assert self.backend is not None
         recent = [self.catalogue[i] for i in history[-self.history_items :]]
-        prompts = [self.backend.render(SYSTEM, user_prompt(recent, self.catalogue[i])) for i in item_ids]
+        prefixes = [answer_prefix(self.catalogue[self.anchor(history, i)]) for i in item_ids]
+        prompts = [
+            self.backend.render(SYSTEM, user_prompt(recent, self.catalogue[i]), prefix)
+            for i, prefix in zip(item_ids, prefixes, strict=True)
+        ]
         gen = self.backend.generate(prompts, self.max_new_tokens, deadline, sample=sample)
         self.metrics.llm_tokens.inc(gen.new_tokens)
         if gen.stopped_early:
             raise _DeadlineHit
-        return {i: complete_sentences(t) for i, t in zip(item_ids, gen.texts, strict=True)}
+        return {
+            i: complete_sentences(f"{prefix} {text.strip()}") if text.strip() else None
+            for i, prefix, text in zip(item_ids, prefixes, gen.texts, strict=True)
+        }
+
+    def anchor(self, history: list[int], item_id: int) -> int:
+        """The history item closest to `item_id` by inner product of item embeddings (the most recent one
+        when the bundle has no embeddings to compare)."""
+        if self.item_embeddings is None:
+            return history[-1]
+        candidates = list(dict.fromkeys(history))
+        scores = self.item_embeddings[candidates] @ self.item_embeddings[item_id]
+        return candidates[int(np.argmax(scores))]
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from service.index.catalogue import Item
 
+# Zero-shot SmolLM2-135M parrots list-like prompts ("The user liked: ..."); this wording gave the most
+# fluent answers in a side-by-side try (docs/service.md, "Explanations").
 SYSTEM = (
-    "You write one short sentence, addressed to the user, explaining a recommendation. Connect it to a title "
-    "the user liked. Mention no titles other than those given."
+    "You explain recommendations in one or two short sentences. Refer to the titles the user interacted "
+    "with. Never mention any other title besides those and the recommended one."
 )
 
 
@@ -19,10 +21,17 @@ def describe(item: Item) -> str:
     return " ".join(parts)
 
 
+def answer_prefix(anchor: Item) -> str:
+    """The start of the assistant's answer: it grounds the explanation in one history item (the one closest
+    to the recommendation in embedding space) and keeps a small model from restating the recommendation as
+    something the user already saw."""
+    return f'Because you liked "{anchor.title}",'
+
+
 def user_prompt(recent: list[Item], recommended: Item) -> str:
     history = "; ".join(describe(it) for it in recent)
     return (
-        f"The user liked: {history}.\n"
-        f"We recommend: {describe(recommended)}.\n"
-        f'Why might they enjoy "{recommended.title}"? Name one title they liked.'
+        f"The user recently interacted with, oldest first: {history}.\n"
+        f"Recommended item: {describe(recommended)}.\n"
+        f'Explain why the user may like "{recommended.title}", naming at least one title they interacted with.'
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from service.core.history import left_pad
@@ -20,14 +19,26 @@ class Ranking:
 
 class Recommender:
     def __init__(
-        self, bundle: Bundle, metrics: Metrics, *, fanout: int, batch_window_ms: float, batch_max_size: int
-    ):
+        self,
+        bundle: Bundle,
+        metrics: Metrics,
+        *,
+        fanout: int,
+        batch_window_ms: float = 0.0,
+        batch_max_size: int = 1,
+        workers: int = 4,
+        search_threads: int = 1,
+    ) -> None:
         self.bundle = bundle
         self.metrics = metrics
         self.fanout = fanout
-        self.retriever = Retriever(bundle, metrics)
+        self._encode_hist = metrics.stage.labels("encode")  # resolved once: hot path
+        self._search_hist = metrics.stage.labels("search")
+        self.retriever = Retriever(bundle, metrics, workers, search_threads)
         self.batcher = (
-            MicroBatcher(self.retriever, batch_window_ms / 1000, batch_max_size) if batch_window_ms else None
+            MicroBatcher(self.retriever, batch_window_ms / 1000, batch_max_size)
+            if batch_max_size > 1
+            else None
         )
 
     async def start(self) -> None:
@@ -37,6 +48,7 @@ class Recommender:
     async def close(self) -> None:
         if self.batcher is not None:
             await self.batcher.close()
+        self.retriever.close()
 
     def candidates(self, k: int, n_seen: int) -> int:
         """How many to fetch so that k remain after dropping the seen ones (exact for a flat index)."""
@@ -49,9 +61,9 @@ class Recommender:
         if self.batcher is not None:
             hits = await self.batcher.submit(seq, n)
         else:
-            hits = await asyncio.to_thread(self.retriever, seq[None, :], n)
-        self.metrics.stage.labels("encode").observe(hits.encode_s)
-        self.metrics.stage.labels("search").observe(hits.search_s)
+            hits = await self.retriever.run(seq[None, :], n)
+        self._encode_hist.observe(hits.encode_s)
+        self._search_hist.observe(hits.search_s)
         return Ranking(self._top_k(hits, seen, k), hits.encode_s * 1000, hits.search_s * 1000)
 
     @staticmethod

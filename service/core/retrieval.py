@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import torch
 
@@ -24,10 +26,26 @@ class Hits:
 
 
 class Retriever:
-    def __init__(self, bundle: Bundle, metrics: Metrics) -> None:
+    """Runs encode+search on its own threads. Each thread gives FAISS `search_threads` OpenMP threads:
+    with 2 on a busy 2-core machine one single-query search of 50 vectors took 12 ms, with 1 it took
+    0.08 ms (docs/service.md); parallelism comes from concurrent requests instead."""
+
+    def __init__(self, bundle: Bundle, metrics: Metrics, workers: int = 4, search_threads: int = 1) -> None:
         self.encoder = bundle.encoder
         self.index = bundle.index
         self.metrics = metrics
+        self._executor = ThreadPoolExecutor(
+            workers,
+            thread_name_prefix="search",
+            initializer=faiss.omp_set_num_threads,
+            initargs=(search_threads,),
+        )
+
+    async def run(self, seqs: np.ndarray, n: int) -> Hits:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self, seqs, n)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def __call__(self, seqs: np.ndarray, n: int) -> Hits:
         """seqs (B, max_len) int64 left-padded -> top-n hits per row. Synchronous; run it off the loop."""
@@ -98,7 +116,7 @@ class MicroBatcher:
             batch = await self._collect()
             n = max(p.n for p in batch)
             try:
-                hits = await asyncio.to_thread(self.retriever, np.stack([p.seq for p in batch]), n)
+                hits = await self.retriever.run(np.stack([p.seq for p in batch]), n)
             except Exception as e:
                 for p in batch:
                     if not p.future.done():

@@ -16,6 +16,7 @@ import torch
 
 from recbundle import BundleError, Manifest, load_manifest
 from service.index.catalogue import Catalogue
+from service.index.fast_encoder import BucketedEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Bundle:
     catalogue: Catalogue
     encoder: torch.nn.Module  # (B, max_len) int64 left-padded ids -> (B, dim) float32
     index: Any  # faiss.Index (CPU or GPU)
+    item_embeddings: np.ndarray  # (n_items + 1, dim) float32, memory-mapped; row 0 = padding
     on_gpu: bool
 
     @property
@@ -57,7 +59,7 @@ def _load_encoder(path: Path, max_len: int, dim: int) -> torch.nn.Module:
         raise BundleError(
             f"{path.name} returns {shape} for a (1, {max_len}) input; the manifest says (1, {dim})"
         )
-    return module
+    return BucketedEncoder(module, max_len)
 
 
 def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
@@ -97,4 +99,4 @@ def load_bundle(root: Path) -> Bundle:
     logger.info(
         "loaded bundle %s: %d items, index %s", manifest.bundle_id, manifest.n_items, manifest.index.type
     )
-    return Bundle(root, manifest, catalogue, encoder, index, on_gpu)
+    return Bundle(root, manifest, catalogue, encoder, index, emb, on_gpu)

@@ -32,6 +32,7 @@ class Catalogue:
                 )
             self._items[item.item_id] = item
         self._lower_titles = ["" if it is None else it.title.lower() for it in self._items]
+        self.title_of = ["" if it is None else it.title for it in self._items]  # dense id -> title
 
     @classmethod
     def from_jsonl(cls, path: Path) -> Catalogue:
@@ -61,6 +62,8 @@ class Catalogue:
     def unknown(self, item_ids: list[int]) -> list[int]:
         """The ids (in order, without repeats) that are not in 1..n."""
         n = len(self)
+        if not item_ids or (min(item_ids) >= 1 and max(item_ids) <= n):  # fast path, in C
+            return []
         return list(dict.fromkeys(i for i in item_ids if not 1 <= i <= n))
 
     def search(self, query: str, limit: int) -> list[Item]:

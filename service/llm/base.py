@@ -17,8 +17,8 @@ class Generation:
 class LLMBackend(Protocol):
     name: str
 
-    def render(self, system: str, user: str) -> str:
-        """A chat prompt in the model's own template."""
+    def render(self, system: str, user: str, prefix: str = "") -> str:
+        """A chat prompt in the model's own template, the assistant's answer starting with `prefix`."""
         ...
 
     def generate(

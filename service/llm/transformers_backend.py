@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
+from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from service.llm.base import Generation
-from service.llm.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ class TransformersBackend:
         )
         return cls(model, tokenizer, device)
 
-    def render(self, system: str, user: str) -> str:
+    def render(self, system: str, user: str, prefix: str = "") -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return str(text)
-        return f"{system}\n\n{user}\n\nAnswer:"
+            return str(text) + prefix
+        return f"{system}\n\n{user}\n\nAnswer: {prefix}"
 
     @torch.inference_mode()
     def generate(

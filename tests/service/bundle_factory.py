@@ -22,21 +22,66 @@ from recbundle.manifest import EncoderRef, IndexRef
 
 GENRES = ["Comedy", "Drama", "Sci-Fi", "Horror", "Animation"]
 TITLES = {
-    "Comedy": ["Groundhog Day (1993)", "Annie Hall (1977)", "Young Frankenstein (1974)", "Some Like It Hot (1959)",
-               "The Big Lebowski (1998)", "Clueless (1995)", "Airplane! (1980)", "Tootsie (1982)",
-               "Dr. Strangelove (1964)", "Raising Arizona (1987)"],
-    "Drama": ["Casablanca (1942)", "Schindler's List (1993)", "The Godfather (1972)", "Taxi Driver (1976)",
-              "Fargo (1996)", "Vertigo (1958)", "Chinatown (1974)", "Amadeus (1984)", "Rain Man (1988)",
-              "Usual Suspects, The (1995)"],
-    "Sci-Fi": ["Blade Runner (1982)", "Alien (1979)", "The Matrix (1999)", "Star Wars (1977)",
-               "Gattaca (1997)", "Brazil (1985)", "Contact (1997)", "Solaris (1972)", "Twelve Monkeys (1995)",
-               "The Terminator (1984)"],
-    "Horror": ["The Shining (1980)", "Psycho (1960)", "Halloween (1978)", "The Exorcist (1973)",
-               "Scream (1996)", "Candyman (1992)", "Poltergeist (1982)", "Nosferatu (1922)", "Carrie (1976)",
-               "The Fly (1986)"],
-    "Animation": ["Toy Story (1995)", "Aladdin (1992)", "The Lion King (1994)", "Pinocchio (1940)",
-                  "Fantasia (1940)", "Akira (1988)", "Dumbo (1941)", "Bambi (1942)", "Mulan (1998)",
-                  "Antz (1998)"],
+    "Comedy": [
+        "Groundhog Day (1993)",
+        "Annie Hall (1977)",
+        "Young Frankenstein (1974)",
+        "Some Like It Hot (1959)",
+        "The Big Lebowski (1998)",
+        "Clueless (1995)",
+        "Airplane! (1980)",
+        "Tootsie (1982)",
+        "Dr. Strangelove (1964)",
+        "Raising Arizona (1987)",
+    ],
+    "Drama": [
+        "Casablanca (1942)",
+        "Schindler's List (1993)",
+        "The Godfather (1972)",
+        "Taxi Driver (1976)",
+        "Fargo (1996)",
+        "Vertigo (1958)",
+        "Chinatown (1974)",
+        "Amadeus (1984)",
+        "Rain Man (1988)",
+        "Usual Suspects, The (1995)",
+    ],
+    "Sci-Fi": [
+        "Blade Runner (1982)",
+        "Alien (1979)",
+        "The Matrix (1999)",
+        "Star Wars (1977)",
+        "Gattaca (1997)",
+        "Brazil (1985)",
+        "Contact (1997)",
+        "Solaris (1972)",
+        "Twelve Monkeys (1995)",
+        "The Terminator (1984)",
+    ],
+    "Horror": [
+        "The Shining (1980)",
+        "Psycho (1960)",
+        "Halloween (1978)",
+        "The Exorcist (1973)",
+        "Scream (1996)",
+        "Candyman (1992)",
+        "Poltergeist (1982)",
+        "Nosferatu (1922)",
+        "Carrie (1976)",
+        "The Fly (1986)",
+    ],
+    "Animation": [
+        "Toy Story (1995)",
+        "Aladdin (1992)",
+        "The Lion King (1994)",
+        "Pinocchio (1940)",
+        "Fantasia (1940)",
+        "Akira (1988)",
+        "Dumbo (1941)",
+        "Bambi (1942)",
+        "Mulan (1998)",
+        "Antz (1998)",
+    ],
 }
 
 
@@ -62,8 +107,14 @@ def catalogue() -> list[dict[str, object]]:
         for title in TITLES[genre]:
             item_id = len(items) + 1
             items.append(
-                {"item_id": item_id, "raw_id": str(1000 + item_id), "title": title,
-                 "description": f"A {genre.lower()} film.", "categories": [genre], "brand": None}
+                {
+                    "item_id": item_id,
+                    "raw_id": str(1000 + item_id),
+                    "title": title,
+                    "description": f"A {genre.lower()} film.",
+                    "categories": [genre],
+                    "brand": None,
+                }
             )
     return items
 
@@ -78,7 +129,9 @@ def item_embeddings(n_items: int, dim: int, seed: int) -> np.ndarray:
     return emb
 
 
-def build_bundle(root: Path, *, dim: int = 16, max_len: int = 20, seed: int = 0, n_items: int | None = None) -> Manifest:
+def build_bundle(
+    root: Path, *, dim: int = 16, max_len: int = 20, seed: int = 0, n_items: int | None = None
+) -> Manifest:
     """Write a complete bundle into `root` (created) and return its manifest. `n_items` > 50 repeats titles
     with a suffix (for load tests)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -86,7 +139,9 @@ def build_bundle(root: Path, *, dim: int = 16, max_len: int = 20, seed: int = 0,
     n = n_items or len(items)
     for i in range(len(items), n):
         base = items[i % 50]
-        items.append({**base, "item_id": i + 1, "raw_id": str(1000 + i + 1), "title": f"{base['title']} #{i}"})
+        items.append(
+            {**base, "item_id": i + 1, "raw_id": str(1000 + i + 1), "title": f"{base['title']} #{i}"}
+        )
     with (root / "items.jsonl").open("w") as f:
         for it in items[:n]:
             f.write(json.dumps(it) + "\n")

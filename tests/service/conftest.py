@@ -30,13 +30,26 @@ class RedisServer:
 
     def __init__(self) -> None:
         if shutil.which("redis-server") is None:
-            pytest.fail("redis-server is not installed: `apt-get install -y redis-server` (the tests need it)")
+            pytest.fail(
+                "redis-server is not installed: `apt-get install -y redis-server` (the tests need it)"
+            )
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        cmd = ["redis-server", "--port", str(self.port), "--save", "", "--appendonly", "no",
-               "--bind", "127.0.0.1", "--daemonize", "yes"]
+        cmd = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+        ]
         subprocess.run(cmd, check=True, capture_output=True)
         for _ in range(100):
             if self.cli("ping").strip() == "PONG":
@@ -86,7 +99,7 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from service.llm.base_model import DEFAULT_MODEL_DIR, find_gguf, is_model_dir
+    from recbundle.base_model import DEFAULT_MODEL_DIR, find_gguf, is_model_dir
 
     if is_model_dir(DEFAULT_MODEL_DIR):
         tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
@@ -95,9 +108,15 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     out = tmp_path_factory.mktemp("tiny-llm")
     LlamaForCausalLM(config).save_pretrained(out)

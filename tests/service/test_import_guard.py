@@ -22,7 +22,9 @@ def test_service_never_imports_training() -> None:
     files = sorted(SERVICE.rglob("*.py"))
     assert len(files) > 10
     offenders = {
-        str(f.relative_to(SERVICE.parent)): sorted(m for m in imported_modules(f) if m.split(".")[0] == "training")
+        str(f.relative_to(SERVICE.parent)): sorted(
+            m for m in imported_modules(f) if m.split(".")[0] == "training"
+        )
         for f in files
     }
     assert {f: m for f, m in offenders.items() if m} == {}
@@ -30,5 +32,7 @@ def test_service_never_imports_training() -> None:
 
 def test_guard_sees_imports(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text("import training.models\nfrom training.eval import metrics\ndef f():\n    import training\n")
+    probe.write_text(
+        "import training.models\nfrom training.eval import metrics\ndef f():\n    import training\n"
+    )
     assert {"training.models", "training.eval", "training"} <= imported_modules(probe)

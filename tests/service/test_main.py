@@ -29,13 +29,18 @@ def test_settings_built_on_startup_from_env(bundle_dir: Path, monkeypatch: pytes
         assert app.state.settings.bundle_dir == bundle_dir
 
 
-def test_tampered_bundle_is_refused_at_startup(bundle_dir: Path, tmp_path: Path, make_client: ClientFactory) -> None:
+def test_tampered_bundle_is_refused_at_startup(
+    bundle_dir: Path, tmp_path: Path, make_client: ClientFactory
+) -> None:
     tampered = tmp_path / "bundle"
     shutil.copytree(bundle_dir, tampered)
     data = bytearray((tampered / "items.jsonl").read_bytes())
     data[20] = (data[20] + 1) % 256
     (tampered / "items.jsonl").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"items.jsonl fails its sha256 check"), make_client(bundle_dir=tampered):
+    with (
+        pytest.raises(BundleError, match=r"items.jsonl fails its sha256 check"),
+        make_client(bundle_dir=tampered),
+    ):
         pass
 
 

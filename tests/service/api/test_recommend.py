@@ -46,7 +46,10 @@ def test_event_objects_are_ordered_by_timestamp(client: TestClient) -> None:
 
 
 def test_iso_timestamps(client: TestClient) -> None:
-    events = [{"item_id": 41, "timestamp": "2024-01-01T00:00:00Z"}, {"item_id": 42, "timestamp": "2024-01-02T00:00:00Z"}]
+    events = [
+        {"item_id": 41, "timestamp": "2024-01-01T00:00:00Z"},
+        {"item_id": 42, "timestamp": "2024-01-02T00:00:00Z"},
+    ]
     assert client.post("/v1/recommend", json={"history": events, "k": 2}).status_code == 200
 
 

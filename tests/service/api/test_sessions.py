@@ -18,7 +18,9 @@ def test_session_lifecycle(redis_client: TestClient, redis_server: RedisServer) 
     assert redis_client.delete("/v1/sessions/abc").status_code == 404
 
 
-def test_sessions_are_capped_and_expire(make_client: ClientFactory, redis_url: str, redis_server: RedisServer) -> None:
+def test_sessions_are_capped_and_expire(
+    make_client: ClientFactory, redis_url: str, redis_server: RedisServer
+) -> None:
     with make_client(redis_url=redis_url, session_max_len=4, session_ttl_s=100) as client:
         client.post("/v1/sessions/s/events", json={"events": [1, 2, 3]})
         client.post("/v1/sessions/s/events", json={"events": [4, 5, 6]})

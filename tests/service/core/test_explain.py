@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.core.explain import Explainer, complete_sentences
@@ -24,13 +25,17 @@ class FakeBackend:
         self.delay_s = delay_s
         self.calls: list[tuple[int, bool]] = []
 
-    def render(self, system: str, user: str) -> str:
-        return user
+    def render(self, system: str, user: str, prefix: str = "") -> str:
+        return user + "\n" + prefix
 
-    def generate(self, prompts: list[str], max_new_tokens: int, deadline: float, sample: bool = False) -> Generation:
+    def generate(
+        self, prompts: list[str], max_new_tokens: int, deadline: float, sample: bool = False
+    ) -> Generation:
         self.calls.append((len(prompts), sample))
         time.sleep(self.delay_s)
-        return Generation([self.reply(p, sample) for p in prompts], 7 * len(prompts), time.monotonic() > deadline)
+        return Generation(
+            [self.reply(p, sample) for p in prompts], 7 * len(prompts), time.monotonic() > deadline
+        )
 
     def close(self) -> None:
         pass
@@ -41,25 +46,42 @@ def catalogue(bundle_dir: Path) -> Catalogue:
     return Catalogue.from_jsonl(bundle_dir / "items.jsonl")
 
 
-def make(catalogue: Catalogue, backend: FakeBackend | None, deadline_ms: int = 2000) -> tuple[Explainer, Metrics]:
+def make(
+    catalogue: Catalogue,
+    backend: FakeBackend | None,
+    deadline_ms: int = 2000,
+    embeddings: np.ndarray | None = None,
+) -> tuple[Explainer, Metrics]:
     metrics = Metrics()
     store = InMemoryStore(max_len=50, ttl_s=60)
     explainer = Explainer(
-        backend, "disabled", store, catalogue, "b1", metrics,
-        deadline_ms=deadline_ms, max_new_tokens=16, history_items=3, cache_ttl_s=60,
+        backend,
+        "disabled",
+        store,
+        catalogue,
+        "b1",
+        metrics,
+        deadline_ms=deadline_ms,
+        max_new_tokens=16,
+        history_items=3,
+        cache_ttl_s=60,
+        item_embeddings=embeddings,
     )
     return explainer, metrics
 
 
 def recommended_title(prompt: str) -> str:
-    return prompt.split('Why might they enjoy "')[1].split('"')[0]
+    return prompt.split('Explain why the user may like "')[1].split('"')[0]
 
 
 def test_ok_and_cached(catalogue: Catalogue) -> None:
-    backend = FakeBackend(lambda p, s: f"Since you liked Groundhog Day, try {recommended_title(p)}.")
+    backend = FakeBackend(lambda p, s: f"you will enjoy {recommended_title(p)}. And then")
     explainer, metrics = make(catalogue, backend)
     texts, status = asyncio.run(explainer.explain([1, 2], [3, 4]))
-    assert status == "ok" and texts[3] == "Since you liked Groundhog Day, try Young Frankenstein (1974)."
+    assert (
+        status == "ok"
+        and texts[3] == 'Because you liked "Annie Hall (1977)", you will enjoy Young Frankenstein (1974).'
+    )
     assert backend.calls == [(2, False)]  # one batch for all items
     texts2, _ = asyncio.run(explainer.explain([1, 2], [3, 4]))
     assert texts2 == texts and backend.calls == [(2, False)]  # served from the cache
@@ -72,14 +94,17 @@ def test_foreign_title_regenerates_once_then_drops(catalogue: Catalogue) -> None
     def reply(prompt: str, sample: bool) -> str:
         title = recommended_title(prompt)
         if sample and title.startswith("Young"):
-            return f"Like Annie Hall, {title} is witty."
+            return f"{title} is just as witty."
         return f"{title} is like Casablanca."
 
     backend = FakeBackend(reply)
     explainer, metrics = make(catalogue, backend)
     texts, status = asyncio.run(explainer.explain([1, 2], [3, 4]))
     assert status == "ok"
-    assert texts == {3: "Like Annie Hall, Young Frankenstein (1974) is witty.", 4: None}
+    assert texts == {
+        3: 'Because you liked "Annie Hall (1977)", Young Frankenstein (1974) is just as witty.',
+        4: None,
+    }
     assert backend.calls == [(2, False), (2, True)]
     assert b"seqrec_explanations_dropped_total 1.0" in metrics.exposition()
 
@@ -118,3 +143,12 @@ def test_no_backend_reports_its_availability(catalogue: Catalogue) -> None:
 )
 def test_complete_sentences(text: str, expected: str) -> None:
     assert complete_sentences(text) == expected
+
+
+def test_anchor_is_the_closest_history_item(catalogue: Catalogue, bundle_dir: Path) -> None:
+    embeddings = np.load(bundle_dir / "item_embeddings.npy")
+    explainer, _ = make(catalogue, None, embeddings=embeddings)
+    assert explainer.anchor([1, 21, 41], 25) == 21  # the drama, for a drama
+    assert explainer.anchor([1, 21, 41], 45) == 41
+    no_embeddings, _ = make(catalogue, None)
+    assert no_embeddings.anchor([1, 21, 41], 25) == 41  # the most recent

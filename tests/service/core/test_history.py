@@ -38,7 +38,12 @@ def test_validate_ids() -> None:
 
 @pytest.mark.parametrize(
     ("ids", "expected"),
-    [([], [0, 0, 0, 0]), ([7], [0, 0, 0, 7]), ([1, 2, 3, 4], [1, 2, 3, 4]), ([1, 2, 3, 4, 5, 6], [3, 4, 5, 6])],
+    [
+        ([], [0, 0, 0, 0]),
+        ([7], [0, 0, 0, 7]),
+        ([1, 2, 3, 4], [1, 2, 3, 4]),
+        ([1, 2, 3, 4, 5, 6], [3, 4, 5, 6]),
+    ],
 )
 def test_left_pad(ids: list[int], expected: list[int]) -> None:
     out = left_pad(ids, 4)

@@ -15,8 +15,9 @@ def bundle(bundle_dir: Path) -> Bundle:
     return load_bundle(bundle_dir)
 
 
-def make(bundle: Bundle, window_ms: float = 0.0) -> Recommender:
-    return Recommender(bundle, Metrics(), fanout=2, batch_window_ms=window_ms, batch_max_size=8)
+def make(bundle: Bundle, window_ms: float | None = None) -> Recommender:
+    size = 1 if window_ms is None else 8  # None: no batcher
+    return Recommender(bundle, Metrics(), fanout=2, batch_window_ms=window_ms or 0.0, batch_max_size=size)
 
 
 def test_candidates_cover_seen_items(bundle: Bundle) -> None:
@@ -32,19 +33,37 @@ def test_drop_seen_then_top_k(bundle: Bundle) -> None:
     assert ranking.encode_ms > 0 and ranking.search_ms > 0
 
 
-def test_micro_batching_gives_the_same_answers(bundle: Bundle) -> None:
+@pytest.mark.parametrize("window_ms", [0.0, 5.0])
+def test_micro_batching_gives_the_same_answers(bundle: Bundle, window_ms: float) -> None:
     histories = [[i, i + 1] for i in range(1, 40, 3)]
 
-    async def run(window_ms: float) -> list[list[tuple[int, float]]]:
+    async def run(window_ms: float | None) -> list[list[tuple[int, float]]]:
         rec = make(bundle, window_ms)
         await rec.start()
         try:
-            rankings = await asyncio.gather(*(rec.rank(h, k=3 + i % 4, exclude_seen=True) for i, h in enumerate(histories)))
+            rankings = await asyncio.gather(
+                *(rec.rank(h, k=3 + i % 4, exclude_seen=True) for i, h in enumerate(histories))
+            )
         finally:
             await rec.close()
         return [r.items for r in rankings]
 
-    plain, batched = asyncio.run(run(0.0)), asyncio.run(run(5.0))
+    plain, batched = asyncio.run(run(None)), asyncio.run(run(window_ms))
     assert [[i for i, _ in r] for r in plain] == [[i for i, _ in r] for r in batched]
     for a, b in zip(plain, batched, strict=True):
         assert [s for _, s in a] == pytest.approx([s for _, s in b], rel=1e-5)
+
+
+def test_concurrent_requests_share_batches(bundle: Bundle) -> None:
+    async def main() -> None:
+        rec = make(bundle, 0.0)
+        await rec.start()
+        try:
+            await asyncio.gather(*(rec.rank([i], k=2, exclude_seen=True) for i in range(1, 17)))
+        finally:
+            await rec.close()
+        text = rec.metrics.exposition().decode()
+        count = float(text.split("seqrec_encode_batch_size_count ")[1].split()[0])
+        assert count < 16  # fewer encoder calls than requests
+
+    asyncio.run(main())

@@ -5,14 +5,23 @@ import pytest
 from service.core.titles import TitleGuard, title_variants
 
 GUARD = TitleGuard(
-    [(1, "Toy Story (1995)"), (2, "Toy Story 2 (1999)"), (3, "Usual Suspects, The (1995)"), (4, "Heat (1995)"),
-     (5, "It (1990)"), (6, "Alien (1979)")]
+    [
+        (1, "Toy Story (1995)"),
+        (2, "Toy Story 2 (1999)"),
+        (3, "Usual Suspects, The (1995)"),
+        (4, "Heat (1995)"),
+        (5, "It (1990)"),
+        (6, "Alien (1979)"),
+    ]
 )
 
 
 def test_variants() -> None:
     assert title_variants("Usual Suspects, The (1995)") == {
-        "usual suspects, the (1995)", "usual suspects, the", "the usual suspects", "usual suspects"
+        "usual suspects, the (1995)",
+        "usual suspects, the",
+        "the usual suspects",
+        "usual suspects",
     }
     assert title_variants("It (1990)") == {"it (1990)"}  # the bare 2-letter title is not checked
 

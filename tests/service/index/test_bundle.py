@@ -60,7 +60,9 @@ def test_wrong_embedding_shape_even_with_valid_checksums(copy: Path) -> None:
 
 def test_catalogue_must_be_dense(tmp_path: Path) -> None:
     path = tmp_path / "items.jsonl"
-    path.write_text(json.dumps({"item_id": 1, "title": "a"}) + "\n" + json.dumps({"item_id": 3, "title": "b"}) + "\n")
+    path.write_text(
+        json.dumps({"item_id": 1, "title": "a"}) + "\n" + json.dumps({"item_id": 3, "title": "b"}) + "\n"
+    )
     with pytest.raises(BundleError, match="dense"):
         Catalogue.from_jsonl(path)
     path.write_text('{"item_id": 1}\n')

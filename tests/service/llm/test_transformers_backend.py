@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.llm.base_model import DEFAULT_MODEL_DIR, convert_smollm2
+from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from service.llm.transformers_backend import TransformersBackend
 from tests.service.conftest import ClientFactory
 
@@ -30,9 +30,17 @@ def test_deadline_stops_generation(tiny: TransformersBackend) -> None:
     assert gen.stopped_early and time.monotonic() - start < 2.0
 
 
-def test_app_explains_with_the_tiny_model(make_client: ClientFactory, tiny_llm_dir: Path, redis_url: str) -> None:
-    settings = {"llm_backend": "transformers", "llm_model": str(tiny_llm_dir), "llm_dtype": "float32",
-                "explain_max_new_tokens": 8, "explain_deadline_ms": 30000, "redis_url": redis_url}
+def test_app_explains_with_the_tiny_model(
+    make_client: ClientFactory, tiny_llm_dir: Path, redis_url: str
+) -> None:
+    settings = {
+        "llm_backend": "transformers",
+        "llm_model": str(tiny_llm_dir),
+        "llm_dtype": "float32",
+        "explain_max_new_tokens": 8,
+        "explain_deadline_ms": 30000,
+        "redis_url": redis_url,
+    }
     with make_client(**settings) as client:
         assert client.get("/readyz").json()["components"]["llm"]["status"] == "ok"
         req = {"history": [1, 2], "k": 3, "explain": True}
@@ -47,8 +55,12 @@ def test_app_explains_with_the_tiny_model(make_client: ClientFactory, tiny_llm_d
 
 
 def test_app_explanation_timeout(make_client: ClientFactory, tiny_llm_dir: Path) -> None:
-    settings = {"llm_backend": "transformers", "llm_model": str(tiny_llm_dir), "explain_max_new_tokens": 400,
-                "explain_deadline_ms": 50}
+    settings = {
+        "llm_backend": "transformers",
+        "llm_model": str(tiny_llm_dir),
+        "explain_max_new_tokens": 400,
+        "explain_deadline_ms": 50,
+    }
     with make_client(**settings) as client:
         body = client.post("/v1/recommend", json={"history": [1, 2], "k": 3, "explain": True}).json()
         assert body["explanation_status"] == "timeout"

@@ -18,9 +18,15 @@ def test_exposition_parses_and_has_the_service_metrics(client: TestClient) -> No
     client.get("/v1/items/12")
     fams = families(client)
     for name in [
-        "seqrec_http_requests", "seqrec_http_request_duration_seconds", "seqrec_stage_duration_seconds",
-        "seqrec_explanation_cache", "seqrec_llm_generated_tokens", "seqrec_explanation_timeouts",
-        "seqrec_redis_errors", "seqrec_degraded_requests", "seqrec_bundle_info",
+        "seqrec_http_requests",
+        "seqrec_http_request_duration_seconds",
+        "seqrec_stage_duration_seconds",
+        "seqrec_explanation_cache",
+        "seqrec_llm_generated_tokens",
+        "seqrec_explanation_timeouts",
+        "seqrec_redis_errors",
+        "seqrec_degraded_requests",
+        "seqrec_bundle_info",
     ]:
         assert name in fams, name
     text = client.get("/metrics").text
