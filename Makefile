@@ -7,7 +7,8 @@ PIP := $(PY) -m pip
 PRESET ?= ml-100k
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lint typecheck bench clean-runs
+.PHONY: demo test serve venv lint bench bench-service clean-runs
+BUNDLE ?= bundles/current
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +23,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
+# data -> 3 models x 3 seeds -> report -> bundle -> service -> one real answer with explanations
 demo: $(STAMP)
-	$(PY) -m training run --preset $(PRESET)
+	$(PY) -m training run --preset $(PRESET) --export-to bundles
+	$(PY) scripts/demo.py --bundle $(BUNDLE) --preset $(PRESET)
+
+serve: $(STAMP)
+	SEQREC_BUNDLE_DIR=$(BUNDLE) $(PY) -m service
 
 test: $(STAMP)
 	scripts/ensure_system_deps.sh
@@ -35,6 +41,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_sasrec.py --preset $(PRESET)
+
+bench-service: $(STAMP)
+	$(PY) scripts/loadtest.py bench --bundle $(BUNDLE) --preset $(PRESET)
 
 clean-runs:
 	rm -rf runs
