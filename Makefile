@@ -33,6 +33,8 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	scripts/ensure_system_deps.sh
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
