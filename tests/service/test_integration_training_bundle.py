@@ -112,3 +112,13 @@ def test_redis_down_still_answers_inline_histories(trained_bundle: Path) -> None
         r = c.post("/v1/recommend", json={"session_id": "s", "history": [1, 2], "k": 3})
         assert r.status_code == 200 and r.json()["degraded"] is True
         assert "seqrec_degraded_requests_total" in c.get("/metrics").text
+
+
+def test_openapi_documents_the_recommend_schemas(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    op = spec["paths"]["/v1/recommend"]["post"]
+    body = op["requestBody"]["content"]["application/json"]["schema"]
+    assert {"history", "session_id", "k", "explain", "exclude_seen"} <= set(body["properties"])
+    assert body["properties"]["k"]["maximum"] == 100
+    assert "HistoryEvent" in spec["components"]["schemas"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("RecommendResponse")
