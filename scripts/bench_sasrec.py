@@ -46,7 +46,7 @@ def main() -> None:
         rows.append({"seed": seed, "wall_s": round(wall, 1), "epochs_run": res.epochs_run,
                      "best_epoch": res.best_epoch, "s_per_epoch": round(wall / max(res.epochs_run, 1), 2),
                      "test_full_NDCG@10": round(test["NDCG@10"], 4), "test_full_HR@10": round(test["HR@10"], 4)})
-        print(json.dumps(rows[-1]))
+        print(json.dumps(rows[-1]), flush=True)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = {
         "preset": args.preset, "params": spec.params, "torch_threads": torch.get_num_threads(),

@@ -7,12 +7,14 @@
     python -m training teacher --preset ml-100k             # export the teacher's top-k + item embeddings
     python -m training export --preset ml-100k --out bundles   # the service's bundle (best teacher seed)
     python -m training download --dataset ml-100k --dest ~/.cache/llm-seqrec/data
+    python -m training p2rec --preset p2rec-quick --export-to bundles   # TSLRec/P2Rec: LLM-augmented SASRec
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("teacher", "export the teacher's per-user top-k predictions and item embedding table"),
         ("run", "the whole preset: prepare, train, evaluate, report, teacher export"),
         ("export", "write a versioned service bundle from a trained model (default: the teacher)"),
+        ("p2rec", "P2Rec: teacher, LLM stages, SR models on the augmented item table, report [, bundle]"),
     ):
         p = sub.add_parser(name, help=help_)
         _add_preset(p)
@@ -45,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--model", action="append", help="only this model (repeatable)")
         if name == "run":
             p.add_argument("--export-to", help="also export the teacher's bundle into this folder")
+        if name == "p2rec":
+            p.add_argument("--export-to", help="also export the best variant's bundle into this folder")
+            p.add_argument("--variant", help="export this p2rec model (default: best mean validation NDCG@10)")
         if name == "export":
             p.add_argument("--model", help="model to export (default: the preset's teacher)")
             p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
@@ -66,6 +72,25 @@ def _config(args: argparse.Namespace) -> Any:
     if args.seeds:
         overrides["eval.seeds"] = args.seeds
     return load_config(args.preset, overrides)
+
+
+def _p2rec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
+    from training import p2rec_pipeline
+    from training.p2rec_report import GAIN_METRIC, efficiency_line
+    from training.pipeline import output_dir
+
+    run = p2rec_pipeline.run_chain(cfg, ds, split, command)
+    print(f"\n## {cfg.name}: test metrics, mean ± std over seeds {cfg.eval.seeds}\n")
+    print(run.table)
+    print(f"### relative {GAIN_METRIC} change against plain {cfg.teacher.model}\n")
+    print(run.gains)
+    print(efficiency_line(run.p2rec.report))
+    out = output_dir(cfg)
+    print(f"\nreport: {out / p2rec_pipeline.REPORT_NAME}; P2Rec stages: {out / 'p2rec' / 'report.json'}")
+    if args.export_to:
+        bundle = p2rec_pipeline.export_variant(cfg, ds, split, run, Path(args.export_to), args.variant)
+        print(f"bundle: {bundle}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         print(pipeline.format_stats(ds))
         return 0
+    if args.command == "p2rec":
+        return _p2rec(args, cfg, ds, split, shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
     if args.command == "export":
         print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))
         return 0

@@ -2,6 +2,8 @@
 
 A preset names the dataset, the models with their hyper-parameters, the training loop, the evaluation
 protocols and seeds. Per-model `train:` blocks override the global `train:` block field by field.
+P2Rec presets add a `p2rec:` block (the fields of `training.llm.P2RecConfig`) and `p2rec_models:`, the SR
+models trained on its augmented item table, written like `models:`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+
+if TYPE_CHECKING:
+    from training.llm.p2rec import P2RecConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -71,12 +76,14 @@ class RunConfig:
     eval: EvalConfig
     teacher: TeacherConfig
     output_dir: str
+    p2rec: P2RecConfig | None = None  # the LLM stages of `python -m training p2rec`; None: not a P2Rec preset
+    p2rec_models: list[ModelSpec] = field(default_factory=list)  # SR models on the augmented table
 
     def data_hash(self) -> str:
         return stable_hash(asdict(self.data) | {"data_dir": None, "cache_dir": None})
 
     def model_spec(self, name: str) -> ModelSpec:
-        for spec in self.models:
+        for spec in [*self.models, *self.p2rec_models]:
             if spec.name == name:
                 return spec
         raise KeyError(f"model {name!r} is not in preset {self.name!r}")
@@ -106,6 +113,41 @@ def resolve_preset(preset: str) -> Path:
     raise FileNotFoundError(f"no preset {preset!r}: give a YAML path or one of {names}")
 
 
+MODEL_BLOCK_KEYS = {"model", "train"}
+TOP_LEVEL_KEYS = {"name", "data", "train", "models", "eval", "teacher", "output_dir", "p2rec", "p2rec_models"}
+
+
+def _model_specs(raw: dict[str, Any] | None, base_train: TrainConfig, where: str) -> list[ModelSpec]:
+    """`{name: {model: {...}, train: {...}}}` -> specs; `train` overrides the global block field by field."""
+    specs = []
+    for model_name, spec in (raw or {}).items():
+        spec = spec or {}
+        unknown = set(spec) - MODEL_BLOCK_KEYS
+        if unknown:
+            raise ValueError(
+                f"{where}.{model_name}: unknown keys {sorted(unknown)}; allowed: {sorted(MODEL_BLOCK_KEYS)}"
+            )
+        overrides = spec.get("train") or {}
+        _dataclass_from(TrainConfig, overrides, f"{where}.{model_name}: train")  # rejects unknown keys
+        train = replace(base_train, **overrides)
+        specs.append(ModelSpec(name=model_name, params=spec.get("model") or {}, train=train))
+    return specs
+
+
+def _p2rec_from(
+    raw: dict[str, Any], base_train: TrainConfig, path: Path
+) -> tuple[P2RecConfig | None, list[ModelSpec]]:
+    if "p2rec" not in raw and "p2rec_models" not in raw:
+        return None, []
+    from training.llm.p2rec import P2RecConfig  # torch and transformers only for P2Rec presets
+
+    p2rec = _dataclass_from(P2RecConfig, raw.get("p2rec"), f"{path}: p2rec")
+    models = _model_specs(raw.get("p2rec_models"), base_train, f"{path}: p2rec_models")
+    if not models:
+        raise ValueError(f"{path}: a `p2rec` block needs `p2rec_models` (e.g. sasrec_adapter, sasrec_init)")
+    return p2rec, models
+
+
 def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
     path = resolve_preset(preset)
     raw = yaml.safe_load(path.read_text()) or {}
@@ -115,15 +157,18 @@ def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
     name = raw.get("name", path.stem)
     base_train = _dataclass_from(TrainConfig, raw.get("train"), f"{path}: train")
-    models = []
-    for model_name, spec in (raw.get("models") or {}).items():
-        spec = spec or {}
-        train = replace(base_train, **(spec.get("train") or {}))
-        models.append(ModelSpec(name=model_name, params=spec.get("model") or {}, train=train))
+    models = _model_specs(raw.get("models"), base_train, f"{path}: models")
     if not models:
         raise ValueError(f"{path}: `models` is empty")
+    p2rec, p2rec_models = _p2rec_from(raw, base_train, path)
+    clash = {m.name for m in models} & {m.name for m in p2rec_models}
+    if clash:
+        raise ValueError(f"{path}: {sorted(clash)} named in both `models` and `p2rec_models`")
     return RunConfig(
         name=name,
         data=_dataclass_from(DataConfig, raw.get("data"), f"{path}: data"),
@@ -131,4 +176,6 @@ def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
         eval=_dataclass_from(EvalConfig, raw.get("eval"), f"{path}: eval"),
         teacher=_dataclass_from(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
         output_dir=raw.get("output_dir", f"runs/{name}"),
+        p2rec=p2rec,
+        p2rec_models=p2rec_models,
     )

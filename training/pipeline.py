@@ -54,35 +54,48 @@ def format_stats(ds: SequenceDataset) -> str:
     return f"{ds.name}: " + ", ".join(f"{k}={ds.stats[k]:.4g}" for k in keys if k in ds.stats)
 
 
-def _model_hash(cfg: RunConfig, spec: ModelSpec) -> str:
-    return stable_hash(
-        {"data": cfg.data_hash(), "model": spec.name, "params": spec.params, "train": asdict(spec.train),
-         "eval": asdict(cfg.eval)}
-    )
+def aug_fingerprint(aug: torch.Tensor) -> str:
+    """Identity of an augmented item table, for the cache keys of the models trained on it."""
+    from training.llm.cache import fingerprint
+
+    return fingerprint(aug.detach().float().cpu().numpy())
 
 
-def model_dir(cfg: RunConfig, spec: ModelSpec, seed: int) -> Path:
-    return output_dir(cfg) / "models" / f"{spec.name}-{_model_hash(cfg, spec)}" / f"seed{seed}"
+def _model_hash(cfg: RunConfig, spec: ModelSpec, aug: torch.Tensor | None = None) -> str:
+    key = {"data": cfg.data_hash(), "model": spec.name, "params": spec.params, "train": asdict(spec.train),
+           "eval": asdict(cfg.eval)}
+    if aug is not None:  # only then, so the folders of models without a table keep their names
+        key["aug"] = aug_fingerprint(aug)
+    return stable_hash(key)
 
 
-def load_trained(cfg: RunConfig, spec: ModelSpec, seed: int, n_items: int) -> SequentialRecommender:
-    model = build_model(spec.name, n_items, spec.params)
-    state = torch.load(model_dir(cfg, spec, seed) / "model.pt", map_location="cpu", weights_only=True)
+def model_dir(cfg: RunConfig, spec: ModelSpec, seed: int, aug: torch.Tensor | None = None) -> Path:
+    """`aug`: the augmented item table a P2Rec model (sasrec_adapter, sasrec_init) is trained on."""
+    return output_dir(cfg) / "models" / f"{spec.name}-{_model_hash(cfg, spec, aug)}" / f"seed{seed}"
+
+
+def load_trained(
+    cfg: RunConfig, spec: ModelSpec, seed: int, n_items: int, aug: torch.Tensor | None = None
+) -> SequentialRecommender:
+    model = build_model(spec.name, n_items, spec.params, aug)
+    state = torch.load(model_dir(cfg, spec, seed, aug) / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
     return model
 
 
-def train_one(cfg: RunConfig, spec: ModelSpec, seed: int, split: Split) -> dict[str, Any]:
+def train_one(
+    cfg: RunConfig, spec: ModelSpec, seed: int, split: Split, aug: torch.Tensor | None = None
+) -> dict[str, Any]:
     """Fit + test-evaluate one (model, seed); cached in result.json next to the weights."""
-    mdir = model_dir(cfg, spec, seed)
+    mdir = model_dir(cfg, spec, seed, aug)
     result_path = mdir / "result.json"
     if result_path.is_file():
         log.info("%s seed %d: cached result in %s", spec.name, seed, mdir)
         return dict(json.loads(result_path.read_text()))
     mdir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    model = build_model(spec.name, split.n_items, spec.params)
+    model = build_model(spec.name, split.n_items, spec.params, aug)
     res = fit_model(model, split, spec.train, seed, checkpoint=None, desc=f"{spec.name}/seed{seed}")
     torch.save(model.state_dict(), mdir / "model.pt")
     score_fn = make_score_fn(model, model.max_len, spec.train.eval_batch_size)
@@ -99,6 +112,8 @@ def train_one(cfg: RunConfig, spec: ModelSpec, seed: int, split: Split) -> dict[
         "curves": res.curves,
         "test": test,
     }
+    if aug is not None:
+        result["aug"] = aug_fingerprint(aug)  # which augmented table (P2Rec stage b output) it trained on
     (mdir / "config.json").write_text(json.dumps({"name": spec.name, "n_items": split.n_items, **spec.params}))
     result_path.write_text(json.dumps(result, indent=1))
     return result
@@ -174,6 +189,16 @@ def teacher_topk(model: SequentialRecommender, histories: list[np.ndarray], max_
     return np.concatenate(tops)
 
 
+def pick_run(name: str, runs: list[dict[str, Any]], seed: int | None) -> dict[str, Any]:
+    """The run of `seed`, or without one the run with the best validation NDCG@10."""
+    if seed is None:
+        return max(runs, key=lambda r: r["best_valid_ndcg@10"])
+    chosen = next((r for r in runs if r["seed"] == seed), None)
+    if chosen is None:
+        raise ValueError(f"{name} has no trained seed {seed}; trained: {[r['seed'] for r in runs]}")
+    return chosen
+
+
 def export_stage(
     cfg: RunConfig, ds: SequenceDataset, split: Split, model: str | None, seed: int | None, out: Path
 ) -> Path:
@@ -181,12 +206,10 @@ def export_stage(
     from training.export import export_bundle
 
     spec = cfg.model_spec(model or cfg.teacher.model)
+    if spec in cfg.p2rec_models:
+        raise ValueError(f"{spec.name} trains on P2Rec's table: export it with `python -m training p2rec --export-to`")
     runs = collect_results(cfg, split, [spec.name])[spec.name]
-    chosen = next((r for r in runs if r["seed"] == seed), None) if seed is not None else max(
-        runs, key=lambda r: r["best_valid_ndcg@10"]
-    )
-    if chosen is None:
-        raise ValueError(f"{spec.name} has no trained seed {seed}; trained: {[r['seed'] for r in runs]}")
+    chosen = pick_run(spec.name, runs, seed)
     trained = load_trained(cfg, spec, chosen["seed"], split.n_items)
     metrics_path = output_dir(cfg) / "metrics.json"
     aggregated = json.loads(metrics_path.read_text()).get(spec.name, {}) if metrics_path.is_file() else {}

@@ -137,10 +137,13 @@ def write_report(
     curves: Curves | None = None,
     title: str = "Evaluation report",
     command: str | None = None,
+    report_name: str = "report.md",
+    sections: Sequence[str] = (),
 ) -> list[Path]:
     """Write metrics.json, report.md, metrics_<protocol>.png and (with curves) training_curves.png.
 
     `command`, where given, is quoted in report.md as the command that produced the figures.
+    `report_name` renames report.md; `sections` are markdown blocks placed after the tables.
     Returns the paths written.
     """
     out_dir = Path(out_dir)
@@ -162,8 +165,10 @@ def write_report(
         "",
         markdown_table(results),
     ]
+    for section in sections:
+        lines += [section.rstrip("\n"), ""]
     lines += [f"![{fig.stem}]({fig.name})" for fig in figures]
-    report = out_dir / "report.md"
+    report = out_dir / report_name
     report.write_text("\n".join(lines) + "\n")
     written += [report, *figures]
     logger.info("wrote report to %s (%d files)", out_dir, len(written))

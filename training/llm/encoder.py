@@ -22,7 +22,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class EncoderConfig:
-    base_model: str = ""  # a Hugging Face causal-LM folder; "" = recbundle's converted SmolLM2-135M-Instruct
+    # a Hugging Face causal-LM folder; "" = recbundle's converted SmolLM2-135M-Instruct; "random-tiny" = a
+    # seeded, randomly initialised 2-layer Llama with SmolLM2's tokenizer, for tests and CI only (random_tiny.py)
+    base_model: str = ""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # fp32: bf16 LoRA training on CPU is lossy
     pooling: Literal["mean", "last"] = "mean"  # mean over non-pad tokens, or the last real token
     device: str = "auto"  # "auto" = cuda when available, else cpu
@@ -43,6 +45,10 @@ def resolve_device(device: str) -> torch.device:
 
 
 def model_dir(cfg: EncoderConfig) -> str:
+    from training.llm.random_tiny import RANDOM_TINY, random_tiny_dir
+
+    if cfg.base_model == RANDOM_TINY:
+        return str(random_tiny_dir())
     if cfg.base_model:
         return cfg.base_model
     from recbundle.base_model import convert_smollm2

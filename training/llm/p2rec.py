@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class P2RecConfig:
-    base_model: str = ""  # HF causal-LM folder; "" = the converted SmolLM2-135M-Instruct
+    base_model: str = ""  # HF causal-LM folder; "" = converted SmolLM2-135M-Instruct; "random-tiny" = CI only
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"  # "auto" = cuda when available
     k: int = 32  # latent categories (ours: the paper's K is not available offline; see sweep_ks)

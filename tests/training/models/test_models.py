@@ -70,3 +70,15 @@ def test_build_model_rejects_unknown_names_and_params() -> None:
         build_model("bert4rec", 10)
     with pytest.raises(TypeError):
         build_model("sasrec", 10, {"dimension": 3})
+
+
+def test_build_model_needs_the_augmented_table_for_p2rec_models() -> None:
+    aug = torch.randn(11, 8)
+    aug[0] = 0
+    for name in ("sasrec_adapter", "sasrec_init"):
+        with pytest.raises(ValueError, match="augmented item table"):
+            build_model(name, 10, {"dim": 8})
+        model = build_model(name, 10, {"dim": 8, "max_len": 4}, aug)
+        assert model.score_all(torch.tensor([[0, 1, 2, 3]])).shape == (1, 11)
+    with pytest.raises(ValueError, match="takes no augmented table"):
+        build_model("sasrec", 10, {}, aug)

@@ -1,0 +1,54 @@
+"""Preset parsing: the P2Rec blocks are typed and unknown keys are rejected everywhere."""
+
+from pathlib import Path
+
+import pytest
+
+from training.config import CONFIG_DIR, load_config
+from training.llm import P2RecConfig
+
+P2REC_PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("p2rec-*.yaml"))
+
+
+@pytest.mark.parametrize("preset", P2REC_PRESETS)
+def test_p2rec_presets_load(preset: str) -> None:
+    cfg = load_config(preset)
+    assert isinstance(cfg.p2rec, P2RecConfig)
+    assert {s.name for s in cfg.p2rec_models} == {"sasrec_adapter", "sasrec_init"}
+    assert cfg.teacher.model == "sasrec" and cfg.model_spec("sasrec_init").params["dim"] == cfg.p2rec.aug_dim
+    assert cfg.eval.seeds == [0, 1, 2] or preset == "p2rec-tiny"
+
+
+def test_plain_presets_have_no_p2rec_block() -> None:
+    cfg = load_config("ml-100k")
+    assert cfg.p2rec is None and cfg.p2rec_models == []
+
+
+def test_p2rec_model_train_block_overrides_the_global_one(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\ntrain: {epochs: 5, lr: 0.01}\nmodels: {sasrec: {}}\np2rec: {k: 4, aug_dim: 8}\n"
+        "p2rec_models: {sasrec_adapter: {model: {dim: 8}, train: {lr: 0.1}}}\n"
+    )
+    cfg = load_config(str(path))
+    assert cfg.p2rec is not None and cfg.p2rec.k == 4 and cfg.p2rec.epochs == P2RecConfig().epochs
+    spec = cfg.model_spec("sasrec_adapter")
+    assert spec.train.lr == 0.1 and spec.train.epochs == 5 and spec.params == {"dim": 8}
+
+
+@pytest.mark.parametrize(
+    ("body", "bad"),
+    [
+        ("p2rec: {k: 4, kay: 3}\np2rec_models: {sasrec_init: {}}\n", "kay"),
+        ("p2rec: {k: 4}\n", "p2rec_models"),
+        ("p2rec: {}\np2rec_models: {sasrec_init: {modle: {}}}\n", "modle"),
+        ("p2rec: {}\np2rec_models: {sasrec_init: {train: {epoch: 3}}}\n", "epoch"),
+        ("p2rec: {}\np2rec_models: {sasrec: {}}\n", "both"),
+        ("p2rc: {}\n", "p2rc"),
+    ],
+)
+def test_p2rec_blocks_reject_mistakes(tmp_path: Path, body: str, bad: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nmodels: {sasrec: {}}\n" + body)
+    with pytest.raises(ValueError, match=bad):
+        load_config(str(path))
