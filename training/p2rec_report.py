@@ -40,6 +40,10 @@ def gains_table(results: Results, baseline: str, metric: str = GAIN_METRIC) -> s
     return "\n".join(lines) + "\n"
 
 
+def _secs(x: float) -> str:
+    return f"{x:,.0f} s" if x >= 10 else f"{x:.2g} s"
+
+
 def efficiency_line(report: dict[str, Any]) -> str:
     """One sentence with the SFT efficiency ratio (user-level epoch time / instance-level epoch time)."""
     eff = report.get("efficiency")
@@ -48,8 +52,8 @@ def efficiency_line(report: dict[str, Any]) -> str:
     sft = report["sft_baseline"]
     return (
         f"SFT efficiency ratio (user-level epoch / instance-level epoch) = **{eff['ratio']:.4f}** "
-        f"(≈ {1 / eff['ratio']:.3g}× less time per epoch): user-level {eff['user_level_epoch_s']:.3g} s "
-        f"for one example per user; instance-level {eff['instance_level_epoch_s']:.3g} s for "
+        f"(≈ {1 / eff['ratio']:.3g}× less time per epoch): user-level {_secs(eff['user_level_epoch_s'])} "
+        f"for one example per user; instance-level {_secs(eff['instance_level_epoch_s'])} for "
         f"{sft['n_prefixes']} prefix examples, extrapolated from {sft['n_measured']} measured "
         f"({sft['s_per_example']:.3f} s each). Same LoRA, batch size and prompt settings on both sides."
     )
@@ -128,6 +132,5 @@ def p2rec_sections(report: dict[str, Any], gains: str, command: str) -> list[str
         _targets(report),
         _stage_a(report),
         _stage_b(report),
-        f"P2Rec stage wall time this run: {report['wall_s']:.0f} s (cached stages count ~0). "
-        "Full stage outputs: p2rec/report.json.\n",
+        "Every stage's output, timing and config: p2rec/report.json (and each stage folder's _done.json).",
     ]
