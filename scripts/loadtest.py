@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -65,14 +66,16 @@ def _free_port() -> int:
 
 @contextmanager
 def server(cmd: list[str], env: dict[str, str], port: int, ready_path: str, timeout: float = 300) -> Iterator[str]:
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    # the server's log goes to a file: a pipe nobody reads fills up and blocks the server
+    log_path = Path(tempfile.mkstemp(prefix="loadtest-server-", suffix=".log")[1])
+    log = log_path.open("w")
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(url + ready_path, timeout=2) as r:
                     if r.status == 200:
@@ -89,6 +92,7 @@ def server(cmd: list[str], env: dict[str, str], port: int, ready_path: str, time
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,20 +109,28 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         run_wrk(url, plain, args.concurrency, 3)  # warm-up
         report["bare_fastapi"] = run_wrk(url, plain, args.concurrency, args.duration)
     env = {"SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_LOG_LEVEL": "warning"}
+    def svc(port: int) -> list[str]:
+        return [py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port), *uvicorn_opts]
+
     port = _free_port()
-    svc = [py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port), *uvicorn_opts]
-    with server(svc, {**env, "SEQREC_LLM_BACKEND": "none"}, port, "/readyz") as url:
+    with server(svc(port), {**env, "SEQREC_LLM_BACKEND": "none"}, port, "/readyz") as url:
         run_wrk(url, plain, args.concurrency, 3)
         report["service_no_explain"] = run_wrk(url, plain, args.concurrency, args.duration)
     report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
+    report["command"] = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
+    _save(report, Path(args.out))  # kept even if the slower explanation run below fails
     if not args.skip_explain:
         port = _free_port()
         llm_env = {**env, "SEQREC_LLM_BACKEND": "transformers", "SEQREC_EXPLAIN_DEADLINE_MS": str(args.deadline_ms)}
-        with server(svc, llm_env, port, "/readyz") as url:
+        with server(svc(port), llm_env, port, "/readyz") as url:
             report["service_explain_k5"] = run_wrk(url, explained, args.explain_concurrency, args.explain_duration,
                                                    timeout=60)
-    report["command"] = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
     return report
+
+
+def _save(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
 
 
 def main() -> None:
@@ -154,8 +166,7 @@ def main() -> None:
         print(json.dumps(run_wrk(args.url, Path(args.bodies), args.concurrency, args.duration, args.threads)))
     else:
         report = bench(args)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        _save(report, Path(args.out))
         print(json.dumps(report, indent=1))
 
 
