@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.settings import Settings
 from tests.service.bundle_factory import build_bundle
+from tests.tiny_llm import build_tiny_llama
 
 
 def free_port() -> int:
@@ -96,32 +97,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer Llama (hidden 64) with the real SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from recbundle.base_model import DEFAULT_MODEL_DIR, find_gguf, is_model_dir
-
-    if is_model_dir(DEFAULT_MODEL_DIR):
-        tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    else:
-        gguf = find_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny-llm")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llm"), hidden=64)
 
 
 @pytest.fixture

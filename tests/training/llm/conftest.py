@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.tiny_llm import build_tiny_llama
 from training.data.split import leave_one_out
 from training.data.types import ItemMeta, SequenceDataset, Split
 
@@ -18,34 +19,7 @@ N_ITEMS, N_USERS, PER_GENRE = 40, 30, 10
 
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recbundle.base_model import DEFAULT_MODEL_DIR
-
-    if not (DEFAULT_MODEL_DIR / "tokenizer.json").is_file():
-        pytest.skip(
-            f"SmolLM2 tokenizer not found at {DEFAULT_MODEL_DIR} (run `python -m recbundle.base_model`)"
-        )
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden=32, tie_embeddings=True)
 
 
 def _title(i: int) -> str:
