@@ -102,7 +102,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     n = write_bodies(args.preset, plain, 10, False, args.max_history)
     write_bodies(args.preset, explained, 5, True, args.max_history)
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration}
-    uvicorn_opts = ["--log-level", "warning", "--no-access-log"]
+    uvicorn_opts = ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
     port = _free_port()
     bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(port), *uvicorn_opts]
     with server(bare, {}, port, "/docs") as url:
@@ -159,6 +159,7 @@ def main() -> None:
     be.add_argument("--deadline-ms", type=int, default=30000)
     be.add_argument("--max-history", type=int, default=200)
     be.add_argument("--skip-explain", action="store_true")
+    be.add_argument("--uvicorn-opt", action="append", default=[], help="extra uvicorn option, for both servers")
     args = parser.parse_args()
     if args.cmd == "bodies":
         print(f"{write_bodies(args.preset, Path(args.out), args.k, args.explain, args.max_history)} bodies -> {args.out}")
