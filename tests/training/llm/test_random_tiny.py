@@ -1,14 +1,7 @@
 from pathlib import Path
 
-import pytest
-
-from recbundle.base_model import DEFAULT_MODEL_DIR
 from training.llm.encoder import EncoderConfig, model_dir
 from training.llm.random_tiny import TinyLlamaSpec, random_tiny_dir
-
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_MODEL_DIR / "tokenizer.json").is_file(), reason="needs the SmolLM2 tokenizer"
-)
 
 
 def test_random_tiny_is_built_once_per_config_and_seeded(tmp_path: Path) -> None:
