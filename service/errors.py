@@ -78,23 +78,23 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
     return f"invalid request: {summary}", problems
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status_code)
-
-
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    message, problems = _validation_message(exc)
-    return JSONResponse(error_body("invalid_request", message, problems), status_code=422)
-
-
-async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """The one mapping from an exception to (HTTP status, JSON body), shared by the FastAPI exception
+    handlers and the ASGI fast path of POST /v1/recommend."""
+    if isinstance(exc, ServiceError):
+        return exc.status_code, error_body(exc.code, exc.message, exc.details)
+    if isinstance(exc, RequestValidationError):
+        message, problems = _validation_message(exc)
+        return 422, error_body("invalid_request", message, problems)
     logger.exception("unhandled error", exc_info=exc)
-    return JSONResponse(error_body("internal", "internal error; see the service log"), status_code=500)
+    return 500, error_body("internal", "internal error; see the service log")
+
+
+async def _handle(_: Request, exc: Exception) -> JSONResponse:
+    status, body = error_status_and_body(exc)
+    return JSONResponse(body, status_code=status)
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unhandled)
+    for exc_type in (ServiceError, RequestValidationError, Exception):
+        app.add_exception_handler(exc_type, _handle)

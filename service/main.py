@@ -17,10 +17,12 @@ from fastapi import FastAPI
 
 from service.api import health, items, recommend, sessions
 from service.api.limits import BodyLimitMiddleware
+from service.api.recommend import RecommendFastPath
+from service.core.serving import RecommendService
 from service.errors import register_error_handlers
 from service.metrics.middleware import MetricsMiddleware
 from service.metrics.registry import Metrics
-from service.resources import open_resources
+from service.resources import Resources, open_resources
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -59,8 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current: Settings | None = app.state.settings
         return current.max_body_bytes if current else default_limit
 
+    def serving() -> RecommendService | None:
+        resources: Resources | None = app.state.resources
+        return resources.serving if resources else None
+
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # outermost (added last): answers POST /v1/recommend before the framework's own middleware stack
+    app.add_middleware(RecommendFastPath, serving=serving, metrics=app.state.metrics, body_limit=body_limit)
     return app
 
 

@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         default=64, ge=1, description="most histories per encode+search batch; 1 = off"
     )
     batch_window_ms: float = Field(default=0.0, ge=0, description="extra wait for a batch to fill")
+    batch_inflight: int = Field(
+        default=2, ge=1, description="batches encoded at once (the loop answers one while the next runs)"
+    )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch intra-op threads; unset: 1, or torch's default with the transformers LLM backend",
+    )
 
     # explanations
     llm_backend: Literal["transformers", "none"] = "transformers"

@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BodyTooLarge, error_body
+
+
+def too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"request body is larger than {limit} bytes: send a shorter history")
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing (BodyTooLarge) a declared or actual size over `limit`."""
+    declared = dict(scope["headers"]).get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class BodyLimitMiddleware:
@@ -16,7 +41,7 @@ class BodyLimitMiddleware:
         self.limit = limit  # read per request: settings are built at startup, after the middleware
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-        exc = BodyTooLarge(f"request body is larger than {limit} bytes: send a shorter history")
+        exc = too_large(limit)
         await JSONResponse(error_body(exc.code, exc.message), status_code=exc.status_code)(
             scope, receive, send
         )

@@ -1,14 +1,34 @@
+"""POST /v1/recommend: documented and routed by FastAPI, and served on the hot path by `RecommendFastPath`,
+an ASGI middleware that answers this one route without the framework's per-request machinery.
+
+Both run the same code (`answer`): same schemas, same error bodies, same metrics. The fast path exists
+because, measured at the ASGI level, routing + the dependency solver + the request/response wrappers cost
+about as much event-loop time per request as the recommendation itself (docs/service.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.deps import ServingDep
+from service.api.limits import read_body
 from service.api.protocol import RecommendRequest, RecommendResponse
+from service.core.serving import RecommendService
+from service.errors import NotReady, error_status_and_body
+from service.metrics.registry import Metrics
 
+PATH = "/v1/recommend"
 router = APIRouter(prefix="/v1", tags=["recommend"])
+_JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 def _request_body_doc() -> dict[str, Any]:
@@ -19,14 +39,58 @@ def _request_body_doc() -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+async def answer(serving: RecommendService, body: bytes) -> bytes:
+    """Parse + validate the body in one pydantic-core call, recommend, serialise once with orjson.
+    FastAPI's generic path (json.loads + validate, then dump + re-validate against response_model +
+    encode) cost about a third of the route's event-loop time."""
+    try:
+        req = RecommendRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+    return orjson.dumps(await serving.recommend(req))
+
+
 @router.post("/recommend", response_model=RecommendResponse, openapi_extra=_request_body_doc())
 async def recommend(request: Request, serving: ServingDep) -> Response:
     """Top-k items for a history (inline, or a session's), optionally with LLM explanations."""
-    # The hottest route parses and validates its body in one pydantic-core call and serialises its answer
-    # once: FastAPI's generic path (json.loads + validate, then dump + re-validate against response_model
-    # + encode) cost about a third of the route's event-loop time. Same schemas, same 422 messages.
-    try:
-        req = RecommendRequest.model_validate_json(await request.body())
-    except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-    return Response(orjson.dumps(await serving.recommend(req)), media_type="application/json")
+    return Response(await answer(serving, await request.body()), media_type="application/json")
+
+
+class RecommendFastPath:
+    """ASGI middleware that serves `POST /v1/recommend` itself and passes every other request on.
+
+    It does what the framework path does for this route (body size limit, readiness, validation,
+    error mapping, request metrics) and nothing else. `serving` returns the app's RecommendService, or
+    None while the app starts or stops."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        serving: Callable[[], RecommendService | None],
+        metrics: Metrics,
+        body_limit: Callable[[], int],
+    ) -> None:
+        self.app = app
+        self.serving = serving
+        self.metrics = metrics
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            serving = self.serving()
+            if serving is None:
+                raise NotReady("the service is starting or stopping: retry shortly")
+            status, payload = 200, await answer(serving, await read_body(scope, receive, self.body_limit()))
+        except ClientDisconnect:
+            return  # nobody to answer
+        except Exception as e:  # mapped to a JSON error, as the framework's handlers do
+            status, body = error_status_and_body(e)
+            payload = orjson.dumps(body)
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.metrics.request_done(PATH, "POST", status, time.perf_counter() - start)

@@ -26,6 +26,7 @@ class Recommender:
         fanout: int,
         batch_window_ms: float = 0.0,
         batch_max_size: int = 1,
+        batch_inflight: int = 2,
         workers: int = 4,
         search_threads: int = 1,
     ) -> None:
@@ -36,7 +37,7 @@ class Recommender:
         self._search_hist = metrics.stage.labels("search")
         self.retriever = Retriever(bundle, metrics, workers, search_threads)
         self.batcher = (
-            MicroBatcher(self.retriever, batch_window_ms / 1000, batch_max_size)
+            MicroBatcher(self.retriever, batch_window_ms / 1000, batch_max_size, batch_inflight)
             if batch_max_size > 1
             else None
         )

@@ -70,21 +70,26 @@ class MicroBatcher:
     """Runs queued requests as one batch (at most `max_size`) on a worker thread, optionally waiting up
     to `window_s` for more. Each caller gets its own row; the timings are the batch's."""
 
-    def __init__(self, retriever: Retriever, window_s: float, max_size: int) -> None:
+    def __init__(self, retriever: Retriever, window_s: float, max_size: int, inflight: int = 2) -> None:
         self.retriever = retriever
         self.window_s = window_s
         self.max_size = max_size
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # More than one batch in flight lets the worker threads encode one batch while the event loop
+        # answers the previous one; with a single slot the two took turns and each sat idle half the time.
+        self._slots = asyncio.Semaphore(inflight)
+        self._running: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in [self._task, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
 
@@ -113,7 +118,18 @@ class MicroBatcher:
 
     async def _loop(self) -> None:
         while True:
-            batch = await self._collect()
+            await self._slots.acquire()
+            try:
+                batch = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
             n = max(p.n for p in batch)
             try:
                 hits = await self.retriever.run(np.stack([p.seq for p in batch]), n)
@@ -121,7 +137,7 @@ class MicroBatcher:
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(e)
-                continue
+                return
             for row, p in enumerate(batch):
                 if not p.future.done():
                     p.future.set_result(
@@ -132,3 +148,8 @@ class MicroBatcher:
                             hits.search_s,
                         )
                     )
+        finally:
+            self._slots.release()
+            for p in batch:  # cancelled while running: callers must not wait forever
+                if not p.future.done():
+                    p.future.cancel()

@@ -41,14 +41,19 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape  # (B, L, D)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last query position alone (`last_only`)."""
+        B, L, D = x.shape
+        H = self.n_heads
         q, k, v = self.qkv(x).split(D, dim=2)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if last_only:
+            q, mask = q[:, -1:], mask[:, :, -1:]
+        q = q.view(B, q.size(1), H, D // H).transpose(1, 2)
+        k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (k, v))
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, L, D/H)
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        )  # (B, H, Lq, D/H)
+        return self.proj(y.transpose(1, 2).reshape(B, q.size(2), D))
 
 
 class Block(nn.Module):
@@ -62,8 +67,11 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """`last_only`: compute the output at the last position only, (B, 1, D); keys and values still
+        come from every position. What serving needs from the final block, at a fraction of the cost."""
+        y = self.attn(self.ln1(x), mask, last_only)
+        x = (x[:, -1:] if last_only else x) + self.drop(y)
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -109,18 +117,23 @@ class SASRec(SequentialRecommender):
 
     def hidden(self, seqs: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded ids -> (B, L, D) hidden states. Inputs longer than max_len keep the tail."""
+        return self._run(seqs, last_only=False)
+
+    def user_vector(self, seqs: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, D): the hidden state at the last position (left padding: the newest item). The
+        final block computes that position alone, which is what the served encoder runs per request."""
+        return self._run(seqs, last_only=True)[:, -1]
+
+    def _run(self, seqs: torch.Tensor, last_only: bool) -> torch.Tensor:
         seqs = seqs[:, -self.cfg.max_len :]
         L = seqs.size(1)
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seqs.device)
         x = self.embed_items(seqs) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)
         x = self.emb_drop(x) * (seqs != PAD).unsqueeze(-1)
         mask = attention_mask(seqs)
-        for block in self.blocks:
-            x = block(x, mask)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
         return self.ln_f(x)
-
-    def user_vector(self, seqs: torch.Tensor) -> torch.Tensor:
-        return self.hidden(seqs)[:, -1]  # left padding: the last position is the newest item
 
     def loss(self, batch: Batch) -> torch.Tensor:
         h = self.hidden(batch.inputs)  # (B, L, D)

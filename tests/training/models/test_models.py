@@ -22,6 +22,15 @@ def test_sasrec_shapes_and_fully_padded_rows_are_finite() -> None:
     assert torch.isfinite(scores).all(), "an all-padding history must not produce NaN (FIELD-NOTES pitfall)"
 
 
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_sasrec_user_vector_computing_the_last_position_alone_matches_the_full_pass(n_layers: int) -> None:
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(n_items=N_ITEMS, max_len=8, dim=16, n_layers=n_layers, n_heads=2)).eval()
+    seqs = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        torch.testing.assert_close(m.user_vector(seqs), m.hidden(seqs)[:, -1], atol=1e-6, rtol=1e-5)
+
+
 def test_sasrec_is_causal_and_ignores_padding() -> None:
     m = _sasrec().eval()
     a = torch.tensor([[0, 0, 0, 0, 1, 2, 3, 4]])
