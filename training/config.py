@@ -46,13 +46,21 @@ class TrainConfig:
     windows: Literal["last", "sliding"] = "sliding"
     grad_clip: float = 5.0
     eval_batch_size: int = 512
+    # "auto" = cuda when available, else cpu. Not part of any cache key: where a model trained does not
+    # change what it is (results differ only by floating-point noise).
+    device: str = "auto"
 
 
 @dataclass
 class ModelSpec:
-    name: str
+    name: str  # the key in the preset: how results, reports and bundles name this model
     params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    arch: str | None = None  # the model class (`build_model` name) when `name` is a variant's own name
+
+    @property
+    def kind(self) -> str:
+        return self.arch or self.name
 
 
 @dataclass
@@ -113,12 +121,13 @@ def resolve_preset(preset: str) -> Path:
     raise FileNotFoundError(f"no preset {preset!r}: give a YAML path or one of {names}")
 
 
-MODEL_BLOCK_KEYS = {"model", "train"}
+MODEL_BLOCK_KEYS = {"arch", "model", "train"}
 TOP_LEVEL_KEYS = {"name", "data", "train", "models", "eval", "teacher", "output_dir", "p2rec", "p2rec_models"}
 
 
 def _model_specs(raw: dict[str, Any] | None, base_train: TrainConfig, where: str) -> list[ModelSpec]:
-    """`{name: {model: {...}, train: {...}}}` -> specs; `train` overrides the global block field by field."""
+    """`{name: {arch: ..., model: {...}, train: {...}}}` -> specs; `train` overrides the global block field by
+    field; `arch` (default: the name) picks the model class, so one preset can compare variants of one."""
     specs = []
     for model_name, spec in (raw or {}).items():
         spec = spec or {}
@@ -130,7 +139,7 @@ def _model_specs(raw: dict[str, Any] | None, base_train: TrainConfig, where: str
         overrides = spec.get("train") or {}
         _dataclass_from(TrainConfig, overrides, f"{where}.{model_name}: train")  # rejects unknown keys
         train = replace(base_train, **overrides)
-        specs.append(ModelSpec(name=model_name, params=spec.get("model") or {}, train=train))
+        specs.append(ModelSpec(model_name, spec.get("model") or {}, train, spec.get("arch")))
     return specs
 
 

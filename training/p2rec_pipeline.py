@@ -57,7 +57,7 @@ def check_models(cfg: RunConfig, n_items: int) -> None:
     (slow) LLM stages rather than after them."""
     probe = torch.ones(n_items + 1, p2rec_config(cfg).aug_dim)
     for spec in cfg.p2rec_models:
-        build_model(spec.name, n_items, spec.params, probe)
+        build_model(spec.kind, n_items, spec.params, probe)
 
 
 def ensure_teacher(cfg: RunConfig, split: Split) -> tuple[list[dict[str, Any]], Path]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.config import REPO_ROOT, ModelSpec, RunConfig, stable_hash
+from training.config import REPO_ROOT, ModelSpec, RunConfig, TrainConfig, stable_hash
 from training.data import DataError, leave_one_out, load_dataset, prepare
 from training.data.types import SequenceDataset, Split
 from training.eval import aggregate, evaluate_all, markdown_table, write_report
@@ -61,11 +61,20 @@ def aug_fingerprint(aug: torch.Tensor) -> str:
     return fingerprint(aug.detach().float().cpu().numpy())
 
 
+def train_key(train: TrainConfig) -> dict[str, Any]:
+    """The training settings that define a model (the device does not)."""
+    key = asdict(train)
+    key.pop("device")
+    return key
+
+
 def _model_hash(cfg: RunConfig, spec: ModelSpec, aug: torch.Tensor | None = None) -> str:
-    key = {"data": cfg.data_hash(), "model": spec.name, "params": spec.params, "train": asdict(spec.train),
+    key = {"data": cfg.data_hash(), "model": spec.name, "params": spec.params, "train": train_key(spec.train),
            "eval": asdict(cfg.eval)}
     if aug is not None:  # only then, so the folders of models without a table keep their names
         key["aug"] = aug_fingerprint(aug)
+    if spec.arch is not None:  # likewise
+        key["arch"] = spec.arch
     return stable_hash(key)
 
 
@@ -77,7 +86,7 @@ def model_dir(cfg: RunConfig, spec: ModelSpec, seed: int, aug: torch.Tensor | No
 def load_trained(
     cfg: RunConfig, spec: ModelSpec, seed: int, n_items: int, aug: torch.Tensor | None = None
 ) -> SequentialRecommender:
-    model = build_model(spec.name, n_items, spec.params, aug)
+    model = build_model(spec.kind, n_items, spec.params, aug)
     state = torch.load(model_dir(cfg, spec, seed, aug) / "model.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()
@@ -95,7 +104,7 @@ def train_one(
         return dict(json.loads(result_path.read_text()))
     mdir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    model = build_model(spec.name, split.n_items, spec.params, aug)
+    model = build_model(spec.kind, split.n_items, spec.params, aug)
     res = fit_model(model, split, spec.train, seed, checkpoint=None, desc=f"{spec.name}/seed{seed}")
     torch.save(model.state_dict(), mdir / "model.pt")
     score_fn = make_score_fn(model, model.max_len, spec.train.eval_batch_size)
@@ -114,7 +123,7 @@ def train_one(
     }
     if aug is not None:
         result["aug"] = aug_fingerprint(aug)  # which augmented table (P2Rec stage b output) it trained on
-    (mdir / "config.json").write_text(json.dumps({"name": spec.name, "n_items": split.n_items, **spec.params}))
+    (mdir / "config.json").write_text(json.dumps({"name": spec.name, "arch": spec.kind, "n_items": split.n_items, **spec.params}))
     result_path.write_text(json.dumps(result, indent=1))
     return result
 

@@ -14,7 +14,8 @@ P2REC_PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("p2rec-*.yaml"))
 def test_p2rec_presets_load(preset: str) -> None:
     cfg = load_config(preset)
     assert isinstance(cfg.p2rec, P2RecConfig)
-    assert {s.name for s in cfg.p2rec_models} == {"sasrec_adapter", "sasrec_init"}
+    assert {"sasrec_adapter", "sasrec_init"} <= {s.name for s in cfg.p2rec_models}
+    assert {s.kind for s in cfg.p2rec_models} == {"sasrec_adapter", "sasrec_init"}
     assert cfg.teacher.model == "sasrec" and cfg.model_spec("sasrec_init").params["dim"] == cfg.p2rec.aug_dim
     assert cfg.eval.seeds == [0, 1, 2] or preset == "p2rec-tiny"
 
@@ -52,3 +53,19 @@ def test_p2rec_blocks_reject_mistakes(tmp_path: Path, body: str, bad: str) -> No
     path.write_text("name: bad\nmodels: {sasrec: {}}\n" + body)
     with pytest.raises(ValueError, match=bad):
         load_config(str(path))
+
+
+def test_variants_of_one_model_class_are_named_by_their_key(tmp_path: Path) -> None:
+    from training.pipeline import model_dir
+
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: p\nmodels: {sasrec: {}}\np2rec: {k: 4, aug_dim: 8}\n"
+        "p2rec_models:\n  sasrec_adapter: {model: {dim: 8}}\n"
+        "  sasrec_adapter_id: {arch: sasrec_adapter, model: {dim: 8, id_embedding: true}}\n"
+    )
+    cfg = load_config(str(path))
+    plain, variant = cfg.model_spec("sasrec_adapter"), cfg.model_spec("sasrec_adapter_id")
+    assert (plain.kind, variant.kind) == ("sasrec_adapter", "sasrec_adapter")
+    assert model_dir(cfg, plain, 0) != model_dir(cfg, variant, 0)
+    assert cfg.model_spec("sasrec").kind == "sasrec"

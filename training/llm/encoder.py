@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import torch
 
+from training.device import resolve_device
+
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -36,12 +38,6 @@ class LoraSettings:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def model_dir(cfg: EncoderConfig) -> str:
@@ -91,10 +87,6 @@ def decoder_of(model: Any) -> Any:
     """The decoder stack of a causal LM, PEFT-wrapped or not (LoRA layers are injected in place)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder() if hasattr(base, "get_decoder") else base.model
-
-
-def model_device(model: Any) -> torch.device:
-    return next(model.parameters()).device
 
 
 def pad_batch(

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.llm.encoder import LoraSettings, attach_lora, model_device, pad_batch
+from training.device import model_device
+from training.llm.encoder import LoraSettings, attach_lora, pad_batch
 from training.llm.prompts import PromptConfig, user_prompt_ids
 
 log = logging.getLogger(__name__)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from training.device import model_device
 from training.llm.encoder import (
     EncoderConfig,
     LoraSettings,
@@ -29,7 +30,6 @@ from training.llm.encoder import (
     encode,
     length_batches,
     load_base,
-    model_device,
     pad_batch,
 )
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from training.llm.encoder import encode, length_batches, model_device, pad_batch
+from training.device import model_device
+from training.llm.encoder import encode, length_batches, pad_batch
 from training.llm.prompts import PromptConfig, virtual_user_ids
 
 log = logging.getLogger(__name__)

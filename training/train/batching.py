@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from training.data.types import PAD
+from training.device import model_device
 from training.models.base import SequentialRecommender
 
 
@@ -53,12 +54,13 @@ def make_score_fn(
 
     def score(histories: list[np.ndarray]) -> np.ndarray:
         was_training = model.training
+        device = model_device(model)
         model.eval()
         outs = []
         with torch.no_grad():
             for i in range(0, len(histories), batch_size):
-                x = torch.from_numpy(left_pad(histories[i : i + batch_size], max_len))
-                outs.append(model.score_all(x).float().numpy())
+                x = torch.from_numpy(left_pad(histories[i : i + batch_size], max_len)).to(device)
+                outs.append(model.score_all(x).float().cpu().numpy())
         model.train(was_training)
         return np.concatenate(outs) if outs else np.zeros((0, model.n_items + 1), dtype=np.float32)
 

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from training.config import TrainConfig
 from training.data.types import Split
+from training.device import resolve_device
 from training.eval import evaluate
 from training.models.base import Batch, SequentialRecommender
 from training.train.batching import make_score_fn, training_windows
@@ -57,8 +58,10 @@ def fit_model(
         valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC]
         return TrainResult(0, valid, 0, time.perf_counter() - start, {"epoch": [0], "valid_ndcg@10": [valid]})
 
+    device = resolve_device(cfg.device)
+    model.to(device)
     inputs, targets = training_windows(split.train, max_len, cfg.windows)
-    X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)
+    X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)  # kept on the CPU; batches move
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     curves: dict[str, list[float]] = {"epoch": [], "train_loss": [], "valid_ndcg@10": []}
@@ -73,7 +76,8 @@ def fit_model(
             idx = perm[i : i + cfg.batch_size]
             y = Y[idx]
             neg = torch.randint(1, split.n_items + 1, y.shape, generator=gen)
-            loss = model.loss(Batch(inputs=X[idx], targets=y, negatives=neg))
+            batch = Batch(inputs=X[idx].to(device), targets=y.to(device), negatives=neg.to(device))
+            loss = model.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -103,6 +107,7 @@ def fit_model(
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.to("cpu")  # callers evaluate, save and export on the CPU
     wall = time.perf_counter() - start
     log.info("%s: best valid %s=%.4f at epoch %d (%d epochs, %.1fs)", desc, VALID_METRIC, best, best_epoch, epoch, wall)
     return TrainResult(best_epoch, best, epoch, wall, curves)
