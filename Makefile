@@ -23,9 +23,15 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
-# data -> 3 models x 3 seeds -> report -> bundle -> service -> one real answer with explanations
+# P2Rec's quick preset runs on the same dataset as PRESET (ML-100K only); P2REC_PRESET= skips it
+P2REC_PRESET ?= $(if $(filter ml-100k,$(PRESET)),p2rec-quick,)
+
+# data -> 3 models x 3 seeds -> report -> bundle; then (ML-100K) P2Rec quick: categories, user-level LoRA,
+# augmented item embeddings, SR models on them -> its bundle; then the service on the last bundle exported
+# -> one real answer with explanations
 demo: $(STAMP)
 	$(PY) -m training run --preset $(PRESET) --export-to bundles
+	$(if $(P2REC_PRESET),$(PY) -m training p2rec --preset $(P2REC_PRESET) --export-to bundles)
 	$(PY) scripts/demo.py --bundle $(BUNDLE) --preset $(PRESET)
 
 serve: $(STAMP)
