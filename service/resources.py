@@ -17,7 +17,7 @@ from service.core.recommender import Recommender
 from service.core.serving import RecommendService
 from service.errors import StoreUnavailable
 from service.index.bundle import Bundle, load_bundle
-from service.llm.loader import LoadedLLM, load_llm
+from service.llm.loader import LoadedLLM, open_llm, resolve_backend
 from service.metrics.registry import Metrics
 from service.sessions.base import SessionStore
 from service.sessions.memory import InMemoryStore
@@ -77,7 +77,7 @@ def torch_threads(settings: Settings) -> int | None:
     rose by half; docs/service.md)."""
     if settings.torch_threads is not None:
         return settings.torch_threads
-    return None if settings.llm_backend == "transformers" else 1
+    return None if resolve_backend(settings.llm_backend) == "transformers" else 1
 
 
 @asynccontextmanager
@@ -97,11 +97,10 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
             await store.ping()
         except StoreUnavailable as e:
             logger.error("session store unreachable at startup (%s); /readyz reports it", e.message)
-        llm = await asyncio.to_thread(
-            load_llm, settings.llm_backend, settings.llm_model, settings.llm_device, settings.llm_dtype, m, bundle.root
-        )  # fmt: skip
+        llm = await open_llm(settings, m, bundle.root, metrics)
+        if llm.backend is not None:
+            stack.push_async_callback(llm.backend.aclose)
         explainer = make_explainer(settings, llm, store, bundle, metrics)
-        stack.callback(explainer.close)
         recommender = make_recommender(settings, bundle, metrics)
         await recommender.start()
         stack.push_async_callback(recommender.close)

@@ -58,12 +58,26 @@ class Settings(BaseSettings):
     )
 
     # explanations
-    llm_backend: Literal["transformers", "none"] = "transformers"
+    llm_backend: Literal["auto", "vllm", "transformers", "none"] = Field(
+        default="auto", description="auto: vLLM when importable, else transformers; none: rankings only"
+    )
+    llm_required: bool | None = Field(
+        default=None,
+        description="stop at startup if the LLM cannot start; unset: yes when llm_backend is named explicitly",
+    )
     llm_model: str = Field(
         default=str(DEFAULT_MODEL_DIR), description="HF folder or hub name of the base LLM"
     )
     llm_device: str = "cpu"
-    llm_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    llm_dtype: Literal["auto", "bfloat16", "float32", "float16"] = Field(
+        default="auto", description="auto: float32 for vLLM on a CPU, bfloat16 otherwise"
+    )
+    vllm_max_model_len: int = Field(default=2048, ge=256, description="vLLM context length (prompt + answer)")
+    vllm_max_num_seqs: int = Field(default=64, ge=1, description="most sequences vLLM batches at once")
+    vllm_kv_cache_gb: int = Field(default=1, ge=1, description="vLLM KV cache on a CPU, GiB")
+    vllm_gpu_memory_fraction: float = Field(
+        default=0.6, gt=0, lt=1, description="share of GPU memory vLLM takes; the rest: FAISS and the encoder"
+    )
     explain_deadline_ms: int = Field(default=4000, ge=1)
     explain_max_new_tokens: int = Field(default=48, ge=1, le=512)
     explain_history_items: int = Field(default=5, ge=1, description="recent history titles cited in a prompt")

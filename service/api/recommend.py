@@ -9,12 +9,13 @@ about as much event-loop time per request as the recommendation itself (docs/ser
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -43,17 +44,51 @@ async def answer(serving: RecommendService, body: bytes) -> bytes:
     """Parse + validate the body in one pydantic-core call, recommend, serialise once with orjson.
     FastAPI's generic path (json.loads + validate, then dump + re-validate against response_model +
     encode) cost about a third of the route's event-loop time."""
-    try:
-        req = RecommendRequest.model_validate_json(body)
-    except ValidationError as e:
-        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-    return orjson.dumps(await serving.recommend(req))
+    return orjson.dumps(await serving.recommend(parse_request(body)))
 
 
 @router.post("/recommend", response_model=RecommendResponse, openapi_extra=_request_body_doc())
 async def recommend(request: Request, serving: ServingDep) -> Response:
     """Top-k items for a history (inline, or a session's), optionally with LLM explanations."""
     return Response(await answer(serving, await request.body()), media_type="application/json")
+
+
+def parse_request(body: bytes) -> RecommendRequest:
+    try:
+        return RecommendRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"event: " + event["event"].encode() + b"\ndata: " + orjson.dumps(event["data"]) + b"\n\n"
+
+
+_STREAM_DOC = """Server-sent events: `ranking` (the answer of POST /v1/recommend without explanations,
+`explanation_status` "pending"), then for each item `explanation_delta` {item_id, text} pieces as the LLM
+writes them and one `explanation` {item_id, text} with the checked final text (null if dropped: show the
+final text, not the pieces), then `explanations_done` {status: ok | timeout | disabled | unavailable}.
+`explain` in the body is ignored (streaming is for explanations). Bad input gets the same 4xx as
+POST /v1/recommend, before the stream starts. Closing the connection stops generation."""
+
+
+@router.post(
+    "/recommend/stream",
+    openapi_extra=_request_body_doc(),
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC}},
+)
+async def recommend_stream(request: Request, serving: ServingDep) -> StreamingResponse:
+    """The ranking at once, then each item's explanation as it is generated (server-sent events)."""
+    events = await serving.recommend_stream(parse_request(await request.body()))
+
+    async def body() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield _sse(event)
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 class RecommendFastPath:

@@ -1,6 +1,7 @@
-"""Explanations for a ranked list: cached per (bundle, history, item), generated in one batch on the LLM's
-own worker thread under a per-request deadline, and post-checked so that a text names no catalogue title
-outside the user's history and the recommended item (regenerate once with sampling, else drop)."""
+"""Explanations for a ranked list: cached per (bundle, history, item), generated in one batch under a
+per-request deadline, and post-checked so that a text names no catalogue title outside the user's history
+and the recommended item (regenerate once with sampling, else drop). `stream` gives the same texts piece
+by piece for the SSE route."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import contextlib
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import numpy as np
 
@@ -70,8 +71,6 @@ class Explainer:
         self.cache_ttl_s = cache_ttl_s
         self.guard = TitleGuard(catalogue.titles())
         self.item_embeddings = item_embeddings
-        # one worker: the model is not shared between threads, and queued work still honours its deadline
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
 
     def _key(self, history: list[int], item_id: int) -> str:
         return f"expl:{self.bundle_id}:{history_key(history)}:{item_id}"
@@ -86,9 +85,10 @@ class Explainer:
         missing = [i for i in item_ids if found.get(i) is None]
         if not missing:
             return found, "ok"
-        future = self._executor.submit(self._generate_checked, history, missing, deadline)
-        try:
-            texts = await asyncio.wait_for(asyncio.wrap_future(future), max(deadline - time.monotonic(), 0.0))
+        try:  # cancelled at the deadline: the backend stops the generation it started
+            texts = await asyncio.wait_for(
+                self._generate_checked(history, missing, deadline), max(deadline - time.monotonic(), 0.0)
+            )
         except (TimeoutError, _DeadlineHit):
             self.metrics.explain_timeouts.inc()
             return found, "timeout"
@@ -113,18 +113,20 @@ class Explainer:
         with contextlib.suppress(StoreUnavailable):  # counted by the store; answers do not need the cache
             await self.store.cache_set(values, self.cache_ttl_s)
 
-    def _generate_checked(self, history: list[int], item_ids: list[int], deadline: float) -> Explanations:
-        """Runs on the LLM thread. First pass greedy; items whose text fails the title check get one
-        sampled retry; those failing again are dropped (None)."""
+    async def _generate_checked(
+        self, history: list[int], item_ids: list[int], deadline: float
+    ) -> Explanations:
+        """First pass greedy; items whose text fails the title check get one sampled retry; those failing
+        again are dropped (None)."""
         out: Explanations = dict.fromkeys(item_ids)
         pending = item_ids
         for attempt in range(2):
             if time.monotonic() >= deadline:
                 raise _DeadlineHit
-            texts = self._generate(history, pending, deadline, sample=attempt > 0)
+            texts = await self._generate(history, pending, deadline, sample=attempt > 0)
             pending = []
             for item_id, text in texts.items():
-                if text and not self.guard.foreign_titles(text, set(history) | {item_id}):
+                if self.grounded(history, item_id, text):
                     out[item_id] = text
                 else:
                     pending.append(item_id)
@@ -133,17 +135,21 @@ class Explainer:
         self.metrics.explain_dropped.inc(len(pending))
         return out
 
-    def _generate(
+    def grounded(self, history: list[int], item_id: int, text: str | None) -> bool:
+        return bool(text) and not self.guard.foreign_titles(text or "", set(history) | {item_id})
+
+    def prompt(self, backend: LLMBackend, history: list[int], item_id: int) -> tuple[str, str]:
+        """(chat prompt, answer prefix) for one recommended item."""
+        recent = [self.catalogue[i] for i in history[-self.history_items :]]
+        prefix = answer_prefix(self.catalogue[self.anchor(history, item_id)])
+        return backend.render(SYSTEM, user_prompt(recent, self.catalogue[item_id]), prefix), prefix
+
+    async def _generate(
         self, history: list[int], item_ids: list[int], deadline: float, sample: bool
     ) -> Explanations:
         assert self.backend is not None
-        recent = [self.catalogue[i] for i in history[-self.history_items :]]
-        prefixes = [answer_prefix(self.catalogue[self.anchor(history, i)]) for i in item_ids]
-        prompts = [
-            self.backend.render(SYSTEM, user_prompt(recent, self.catalogue[i]), prefix)
-            for i, prefix in zip(item_ids, prefixes, strict=True)
-        ]
-        gen = self.backend.generate(prompts, self.max_new_tokens, deadline, sample=sample)
+        prompts, prefixes = zip(*(self.prompt(self.backend, history, i) for i in item_ids), strict=True)
+        gen = await self.backend.generate(list(prompts), self.max_new_tokens, deadline, sample=sample)
         self.metrics.llm_tokens.inc(gen.new_tokens)
         if gen.stopped_early:
             raise _DeadlineHit
@@ -161,7 +167,58 @@ class Explainer:
         scores = self.item_embeddings[candidates] @ self.item_embeddings[item_id]
         return candidates[int(np.argmax(scores))]
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        if self.backend is not None:
-            self.backend.close()
+    async def stream(self, history: list[int], item_ids: list[int]) -> AsyncIterator[dict[str, Any]]:
+        """SSE events for the explanations of `item_ids`, as they are generated (all items at once):
+        `explanation_delta` {item_id, text} pieces, then one `explanation` {item_id, text} per item with the
+        post-checked text (null when it names a title outside the history and the item: clients should
+        show the final text), then `explanations_done` {status}. Cached texts come as finals at once."""
+        if self.backend is None:
+            yield {"event": "explanations_done", "data": {"status": self.availability}}
+            return
+        backend = self.backend
+        deadline = time.monotonic() + self.deadline_s
+        found = await self._cached(history, item_ids)
+        for item_id, text in found.items():
+            yield {"event": "explanation", "data": {"item_id": item_id, "text": text, "cached": True}}
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        async def one(item_id: int) -> None:
+            prompt, prefix = self.prompt(backend, history, item_id)
+            parts = [prefix]
+            await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": prefix}})
+            async for piece in backend.stream(prompt, self.max_new_tokens, deadline):
+                parts.append(piece)
+                await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": piece}})
+            self.metrics.llm_tokens.inc(len(parts) - 1)  # pieces, roughly tokens
+            text = complete_sentences(" ".join(p.strip() for p in parts if p.strip()))
+            final = text if self.grounded(history, item_id, text) and time.monotonic() < deadline else None
+            if final is not None:
+                await self._remember(history, {item_id: final})
+            await events.put({"event": "explanation", "data": {"item_id": item_id, "text": final}})
+
+        missing = [i for i in item_ids if i not in found]
+        tasks = [asyncio.create_task(one(i)) for i in missing]
+        waiter = asyncio.create_task(self._after(tasks, events))
+        status: ExplanationStatus = "ok"
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), max(deadline - time.monotonic(), 0.0))
+                except TimeoutError:
+                    self.metrics.explain_timeouts.inc()
+                    status = "timeout"
+                    break
+                if event is None:
+                    break
+                yield event
+        finally:
+            for task in [*tasks, waiter]:
+                task.cancel()  # the backends stop generating for cancelled streams
+        if status == "ok" and any(t.cancelled() or t.exception() for t in tasks):
+            status = "unavailable"
+        yield {"event": "explanations_done", "data": {"status": status}}
+
+    @staticmethod
+    async def _after(tasks: list[asyncio.Task[None]], events: asyncio.Queue[dict[str, Any] | None]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await events.put(None)

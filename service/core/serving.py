@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from service.api.protocol import (
 )
 from service.core.explain import Explainer, Explanations, ExplanationStatus
 from service.core.history import Event, order_events, validate_ids
-from service.core.recommender import Recommender
+from service.core.recommender import Ranking, Recommender
 from service.errors import InvalidHistory, ItemNotFound, SessionNotFound, StoreUnavailable
 from service.index.catalogue import Catalogue
 from service.metrics.registry import Metrics
@@ -90,33 +91,54 @@ class RecommendService:
         (model_construct included), a third of the route's own work; a test checks the shape stays valid.
         """
         start = time.perf_counter()
-        history, degraded = await self.resolve_history(req)
-        ranking = await self.recommender.rank(history, req.k, req.exclude_seen)
+        answer, history, ranking = await self._rank(req)
         t_explain = time.perf_counter()
         texts: Explanations = {}
         status: ExplanationStatus = "disabled"
         if req.explain and ranking.items:
             texts, status = await self.explainer.explain(history, [i for i, _ in ranking.items])
             self.metrics.stage.labels("explain").observe(time.perf_counter() - t_explain)
-        explain_ms = (time.perf_counter() - t_explain) * 1000
+            for item in answer["items"]:
+                item["explanation"] = texts.get(item["item_id"])
+        answer["explanation_status"] = status
+        answer["timings_ms"]["explain"] = (time.perf_counter() - t_explain) * 1000
+        answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
+        return answer
+
+    async def recommend_stream(self, req: RecommendRequest) -> AsyncIterator[dict[str, Any]]:
+        """The ranking first (event `ranking`: the answer without explanations, `explanation_status`
+        "pending"), then the explainer's events as each explanation is generated. Errors in the request
+        raise before the first event, so they still get their 4xx."""
+        start = time.perf_counter()
+        answer, history, ranking = await self._rank(req)
+        answer["explanation_status"] = "pending" if ranking.items else "disabled"
+        answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
+
+        async def events() -> AsyncIterator[dict[str, Any]]:
+            yield {"event": "ranking", "data": answer}
+            if ranking.items:
+                async for event in self.explainer.stream(history, [i for i, _ in ranking.items]):
+                    yield event
+
+        return events()
+
+    async def _rank(self, req: RecommendRequest) -> tuple[dict[str, Any], list[int], Ranking]:
+        history, degraded = await self.resolve_history(req)
+        ranking = await self.recommender.rank(history, req.k, req.exclude_seen)
         titles = self.catalogue.title_of
         items = [
-            {"item_id": i, "title": titles[i], "score": s, "rank": r, "explanation": texts.get(i)}
+            {"item_id": i, "title": titles[i], "score": s, "rank": r, "explanation": None}
             for r, (i, s) in enumerate(ranking.items, 1)
         ]
-        return {
+        answer = {
             "items": items,
             "session_id": req.session_id,
             "bundle_id": self.bundle_id,
-            "timings_ms": {
-                "encode": ranking.encode_ms,
-                "search": ranking.search_ms,
-                "explain": explain_ms,
-                "total": (time.perf_counter() - start) * 1000,
-            },
-            "explanation_status": status,
+            "timings_ms": {"encode": ranking.encode_ms, "search": ranking.search_ms, "explain": 0.0, "total": 0.0},
+            "explanation_status": "disabled",
             "degraded": degraded,
         }
+        return answer, history, ranking
 
     async def add_events(self, session_id: str, events: HistoryInput) -> SessionResponse:
         history = await self.store.append(session_id, self.parse_events(events))

@@ -1,8 +1,11 @@
-"""The LLM backend interface the explainer talks to. Calls are synchronous: the explainer runs them on
-its own worker thread and enforces the per-request deadline."""
+"""The LLM backend interface the explainer (and the LLM reranker) talk to. Every call is async and
+honours a deadline (`time.monotonic()` value): past it generation stops, and a caller that gives up earlier
+cancels the call, which stops the work it started (vLLM aborts the request; transformers stops at the
+next token)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -16,15 +19,29 @@ class Generation:
 
 class LLMBackend(Protocol):
     name: str
+    has_soft_prompt: bool  # the bundle's soft-prompt tensor is loaded (used by `choose(soft_prompt=True)`)
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
         """A chat prompt in the model's own template, the assistant's answer starting with `prefix`."""
         ...
 
-    def generate(
+    async def generate(
         self, prompts: list[str], max_new_tokens: int, deadline: float, sample: bool = False
     ) -> Generation:
-        """Generate for a batch of prompts; stop at `deadline` (time.monotonic()) at the latest."""
+        """Generate for a batch of prompts; stop at `deadline` at the latest."""
         ...
 
-    def close(self) -> None: ...
+    def stream(self, prompt: str, max_new_tokens: int, deadline: float) -> AsyncIterator[str]:
+        """The new text of one prompt, piece by piece as it is generated; ends at `deadline` at the latest."""
+        ...
+
+    async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
+        """One of `choices`, decoded under a constraint that allows nothing else. `soft_prompt` prepends
+        the bundle's soft-prompt vectors to the prompt's token embeddings (DELRec-style prompts)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class DeadlineExceeded(Exception):
+    """A backend call reached its deadline before it had an answer."""

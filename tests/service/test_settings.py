@@ -25,7 +25,7 @@ def test_defaults_keep_sessions_in_process() -> None:
 
 
 def test_invalid_value_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SEQREC_LLM_BACKEND", "vllm")
+    monkeypatch.setenv("SEQREC_LLM_BACKEND", "tgi")
     with pytest.raises(ValidationError):
         Settings()
 

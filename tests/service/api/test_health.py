@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import ClientFactory, RedisServer, free_port
@@ -28,7 +29,7 @@ def test_readyz_503_when_redis_is_down(make_client: ClientFactory) -> None:
 
 
 def test_readyz_503_when_llm_failed_to_load(make_client: ClientFactory, tmp_path: object) -> None:
-    with make_client(llm_backend="transformers", llm_model="/nonexistent/model") as client:
+    with make_client(llm_backend="transformers", llm_model="/nonexistent/model", llm_required=False) as client:
         r = client.get("/readyz")
         assert r.status_code == 503
         assert r.json()["components"]["llm"]["status"] == "failing"
@@ -49,3 +50,11 @@ def test_redis_stopped_while_serving(make_client: ClientFactory) -> None:
             assert client.get("/readyz").status_code == 503
     finally:
         server.stop()
+
+
+def test_a_named_backend_that_cannot_start_stops_the_service(make_client: ClientFactory) -> None:
+    from service.llm.loader import LLMStartupError
+
+    with pytest.raises(LLMStartupError, match="SEQREC_LLM_BACKEND=none"):
+        with make_client(llm_backend="transformers", llm_model="/nonexistent/model"):
+            pass

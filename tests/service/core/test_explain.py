@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from service.sessions.memory import InMemoryStore
 
 class FakeBackend:
     name = "fake"
+    has_soft_prompt = False
 
     def __init__(self, reply: Callable[[str, bool], str], delay_s: float = 0.0) -> None:
         self.reply = reply
@@ -28,16 +29,24 @@ class FakeBackend:
     def render(self, system: str, user: str, prefix: str = "") -> str:
         return user + "\n" + prefix
 
-    def generate(
+    async def generate(
         self, prompts: list[str], max_new_tokens: int, deadline: float, sample: bool = False
     ) -> Generation:
         self.calls.append((len(prompts), sample))
-        time.sleep(self.delay_s)
+        await asyncio.sleep(self.delay_s)
         return Generation(
             [self.reply(p, sample) for p in prompts], 7 * len(prompts), time.monotonic() > deadline
         )
 
-    def close(self) -> None:
+    async def stream(self, prompt: str, max_new_tokens: int, deadline: float) -> AsyncIterator[str]:
+        for word in self.reply(prompt, False).split():
+            await asyncio.sleep(self.delay_s)
+            yield word
+
+    async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
+        return choices[-1]
+
+    async def aclose(self) -> None:
         pass
 
 
@@ -116,7 +125,6 @@ def test_deadline_returns_timeout(catalogue: Catalogue) -> None:
     assert status == "timeout" and texts == {}
     assert time.perf_counter() - start < 0.4
     assert b"seqrec_explanation_timeouts_total 1.0" in metrics.exposition()
-    explainer.close()
 
 
 def test_backend_error_is_unavailable(catalogue: Catalogue) -> None:
@@ -152,3 +160,37 @@ def test_anchor_is_the_closest_history_item(catalogue: Catalogue, bundle_dir: Pa
     assert explainer.anchor([1, 21, 41], 45) == 41
     no_embeddings, _ = make(catalogue, None)
     assert no_embeddings.anchor([1, 21, 41], 25) == 41  # the most recent
+
+
+async def _events(explainer: Explainer, history: list[int], items: list[int]) -> list[dict[str, object]]:
+    return [e async for e in explainer.stream(history, items)]
+
+
+def test_stream_gives_pieces_then_checked_finals_then_done(catalogue: Catalogue) -> None:
+    explainer, _ = make(catalogue, FakeBackend(lambda p, s: "it is a great pick."))
+    events = asyncio.run(_events(explainer, [1], [2, 3]))
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "explanations_done" and events[-1]["data"] == {"status": "ok"}
+    finals = {e["data"]["item_id"]: e["data"]["text"] for e in events if e["event"] == "explanation"}  # type: ignore[index]
+    assert set(finals) == {2, 3} and all(t and t.endswith("great pick.") for t in finals.values())
+    for item in (2, 3):  # every piece precedes its item's final
+        last_piece = max(i for i, e in enumerate(events) if e["event"] == "explanation_delta" and e["data"]["item_id"] == item)  # type: ignore[index]
+        final = next(i for i, e in enumerate(events) if e["event"] == "explanation" and e["data"]["item_id"] == item)  # type: ignore[index]
+        assert last_piece < final
+    # finals were cached: the same request streams them at once, marked cached
+    again = asyncio.run(_events(explainer, [1], [2, 3]))
+    assert all(e["data"].get("cached") for e in again if e["event"] == "explanation")  # type: ignore[union-attr]
+
+
+def test_stream_drops_a_text_naming_a_foreign_title(catalogue: Catalogue) -> None:
+    foreign = catalogue[40].title
+    explainer, _ = make(catalogue, FakeBackend(lambda p, s: f"like {foreign}."))
+    events = asyncio.run(_events(explainer, [1], [2]))
+    assert [e["data"]["text"] for e in events if e["event"] == "explanation"] == [None]  # type: ignore[index]
+
+
+def test_stream_times_out(catalogue: Catalogue) -> None:
+    explainer, _ = make(catalogue, FakeBackend(lambda p, s: "one two three four", delay_s=0.2), deadline_ms=300)
+    events = asyncio.run(_events(explainer, [1], [2]))
+    assert events[-1] == {"event": "explanations_done", "data": {"status": "timeout"}}
+    assert not [e for e in events if e["event"] == "explanation"]
