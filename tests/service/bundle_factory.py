@@ -10,6 +10,7 @@ A real-export smoke test can reuse the same fixtures with a bundle written by th
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import faiss
@@ -130,10 +131,18 @@ def item_embeddings(n_items: int, dim: int, seed: int) -> np.ndarray:
 
 
 def build_bundle(
-    root: Path, *, dim: int = 16, max_len: int = 20, seed: int = 0, n_items: int | None = None
+    root: Path,
+    *,
+    dim: int = 16,
+    max_len: int = 20,
+    seed: int = 0,
+    n_items: int | None = None,
+    lora_adapter: Path | None = None,
+    soft_prompt: np.ndarray | None = None,
 ) -> Manifest:
     """Write a complete bundle into `root` (created) and return its manifest. `n_items` > 50 repeats titles
-    with a suffix (for load tests)."""
+    with a suffix (for load tests). `lora_adapter` (a PEFT folder, copied in as the "explain" adapter) and
+    `soft_prompt` ((n_tokens, hidden) floats) go into the manifest's LLM reference."""
     root.mkdir(parents=True, exist_ok=True)
     items = catalogue()
     n = n_items or len(items)
@@ -165,4 +174,10 @@ def build_bundle(
         index=IndexRef(type="IDMap2,Flat", n_items=n, dim=dim),
         metrics={"note": "synthetic fixture, no evaluation"},
     )
+    if lora_adapter is not None:
+        shutil.copytree(lora_adapter, root / "lora" / "explain", dirs_exist_ok=True)
+        manifest.llm.lora_adapters["explain"] = "lora/explain"
+    if soft_prompt is not None:
+        np.save(root / "soft_prompt.npy", soft_prompt.astype(np.float32))
+        manifest.llm.soft_prompt = "soft_prompt.npy"
     return write_manifest(root, manifest)

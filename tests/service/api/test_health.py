@@ -55,6 +55,8 @@ def test_redis_stopped_while_serving(make_client: ClientFactory) -> None:
 def test_a_named_backend_that_cannot_start_stops_the_service(make_client: ClientFactory) -> None:
     from service.llm.loader import LLMStartupError
 
-    with pytest.raises(LLMStartupError, match="SEQREC_LLM_BACKEND=none"):
-        with make_client(llm_backend="transformers", llm_model="/nonexistent/model"):
-            pass
+    with (
+        pytest.raises(LLMStartupError, match="SEQREC_LLM_BACKEND=none"),
+        make_client(llm_backend="transformers", llm_model="/nonexistent/model"),
+    ):
+        pass

