@@ -51,11 +51,12 @@ def main() -> None:
     parser.add_argument("--user", type=int, default=0, help="index of the test user whose history is sent")
     parser.add_argument("--history", type=int, default=20, help="most recent items of that history sent")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--llm-backend", default="auto", help="auto (vLLM when installed), vllm or transformers")
     args = parser.parse_args()
     history = test_user_history(args.preset, args.user, args.history)
     port = _free_port()
     env = {**os.environ, "SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_PORT": str(port),
-           "SEQREC_LLM_BACKEND": "transformers", "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
+           "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
            "SEQREC_LOG_LEVEL": "warning"}
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
