@@ -11,7 +11,6 @@ import pytest
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from service.llm.transformers_backend import TransformersBackend
 from tests.service.conftest import ClientFactory
-from tests.service.sse import check_stream, parse_sse
 
 
 @pytest.fixture(scope="module")
@@ -91,43 +90,6 @@ def test_choose_with_a_soft_prompt(tiny_llm_dir: Path, tmp_path: Path) -> None:
         TransformersBackend.load(str(tiny_llm_dir), dtype="float32", soft_prompt=tmp_path / "bad.npy")
 
 
-def test_app_explains_with_the_tiny_model(
-    make_client: ClientFactory, tiny_llm_dir: Path, redis_url: str
-) -> None:
-    settings = {
-        "llm_backend": "transformers",
-        "llm_model": str(tiny_llm_dir),
-        "llm_dtype": "float32",
-        "explain_max_new_tokens": 8,
-        "explain_deadline_ms": 30000,
-        "redis_url": redis_url,
-    }
-    with make_client(**settings) as client:
-        assert client.get("/readyz").json()["components"]["llm"]["status"] == "ok"
-        req = {"history": [1, 2], "k": 3, "explain": True}
-        body = client.post("/v1/recommend", json=req).json()
-        assert body["explanation_status"] == "ok"
-        assert body["timings_ms"]["explain"] > 0
-        again = client.post("/v1/recommend", json=req).json()
-        assert [it["explanation"] for it in again["items"]] == [it["explanation"] for it in body["items"]]
-        metrics = client.get("/metrics").text
-        assert 'seqrec_explanation_cache_total{result="hit"}' in metrics
-        assert "seqrec_llm_generated_tokens_total 0.0" not in metrics
-
-
-def test_app_explanation_timeout(make_client: ClientFactory, tiny_llm_dir: Path) -> None:
-    settings = {
-        "llm_backend": "transformers",
-        "llm_model": str(tiny_llm_dir),
-        "explain_max_new_tokens": 400,
-        "explain_deadline_ms": 50,
-    }
-    with make_client(**settings) as client:
-        body = client.post("/v1/recommend", json={"history": [1, 2], "k": 3, "explain": True}).json()
-        assert body["explanation_status"] == "timeout"
-        assert len(body["items"]) == 3 and all(it["explanation"] is None for it in body["items"])
-
-
 @pytest.mark.slow
 def test_real_smollm2_names_a_history_title(make_client: ClientFactory) -> None:
     """The converted SmolLM2-135M-Instruct (bf16, from PyPI's GGUF) cites the user's history by title."""
@@ -141,21 +103,3 @@ def test_real_smollm2_names_a_history_title(make_client: ClientFactory) -> None:
     assert texts, body
     cited = [t for t in texts if any(name in t for name in ("Toy Story", "Lion King", "Dumbo"))]
     assert cited, texts
-
-
-def test_app_streams_explanations_over_sse(make_client: ClientFactory, tiny_llm_dir: Path) -> None:
-    settings = {
-        "llm_backend": "transformers",
-        "llm_model": str(tiny_llm_dir),
-        "llm_dtype": "float32",
-        "explain_max_new_tokens": 6,
-        "explain_deadline_ms": 60000,
-    }
-    with make_client(**settings) as client:
-        with client.stream("POST", "/v1/recommend/stream", json={"history": [1, 2], "k": 3}) as r:
-            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-            events = parse_sse(r.iter_lines())
-        finals = check_stream(events, k=3)
-        assert events[-1][1]["status"] == "ok" and len(finals) == 3
-        bad = client.post("/v1/recommend/stream", json={"history": [99999]})
-        assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_items"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ import pytest
 import torch
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from tests.service.bundle_factory import build_bundle
-from tests.service.conftest import ClientFactory
-from tests.service.sse import check_stream, parse_sse
+from tests.service.llm.fixtures import make_lora_adapter, make_soft_prompt
 
 if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
@@ -37,35 +34,19 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def model_dir() -> Path:
-    convert_smollm2(DEFAULT_MODEL_DIR)
-    return DEFAULT_MODEL_DIR
-
-
-@pytest.fixture(scope="module")
 def adapter_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter with random, non-zero weights (a trained one would do the same job in this test)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("lora")
-    torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
-    peft_model = get_peft_model(base, cfg)
-    with torch.no_grad():
-        for name, p in peft_model.named_parameters():
-            if "lora_" in name:
-                p.normal_(0, 0.02 if "lora_B" in name else 0.05)
-    peft_model.save_pretrained(out)
-    return out
+    return make_lora_adapter(model_dir, tmp_path_factory.mktemp("lora"))
 
 
 @pytest.fixture(scope="module")
 def soft_prompt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("soft") / "soft.npy"
-    np.save(path, (np.random.default_rng(0).standard_normal((8, 576)) * 0.14).astype(np.float32))
-    return path
+    return make_soft_prompt(tmp_path_factory.mktemp("soft") / "soft.npy")
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    convert_smollm2(DEFAULT_MODEL_DIR)
+    return DEFAULT_MODEL_DIR
 
 
 @pytest.fixture(scope="module")
@@ -183,31 +164,3 @@ def test_bad_soft_prompt_is_refused_before_it_reaches_the_engine(tmp_path: Path)
     np.save(tmp_path / "bad.npy", np.zeros((4, 512), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\(n_tokens, 576\)"):
         load_soft_prompt(tmp_path / "bad.npy", 576)
-
-
-def test_app_on_vllm_explains_streams_and_exposes_vllm_metrics(
-    make_client: ClientFactory, tmp_path: Path, adapter_dir: Path, soft_prompt_file: Path
-) -> None:
-    bundle = tmp_path / "bundle"
-    build_bundle(bundle, lora_adapter=adapter_dir, soft_prompt=np.load(soft_prompt_file))
-    settings = {
-        "bundle_dir": bundle,
-        "llm_backend": "vllm",
-        "explain_max_new_tokens": 24,
-        "explain_deadline_ms": 60000,
-    }
-    with make_client(**settings) as client:
-        ready = client.get("/readyz").json()["components"]["llm"]
-        assert ready["status"] == "ok" and ready["detail"].startswith("vllm (float32)")
-        body = client.post("/v1/recommend", json={"history": [1, 2], "k": 3, "explain": True}).json()
-        assert body["explanation_status"] == "ok" and any(it["explanation"] for it in body["items"])
-        with client.stream("POST", "/v1/recommend/stream", json={"history": [3, 4], "k": 2}) as r:
-            events = parse_sse(r.iter_lines())
-        check_stream(events, k=2)
-        assert events[-1][1]["status"] == "ok"
-        metrics = client.get("/metrics").text
-    names = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and line[0] != "#"}
-    assert "vllm_generation_tokens_total" in names and not [n for n in names if ":" in n]
-    assert "seqrec_llm_generated_tokens_total" in metrics
-    check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
-    assert check.returncode == 0, check.stdout + check.stderr

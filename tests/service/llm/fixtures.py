@@ -1,0 +1,32 @@
+"""Real-model test material: a LoRA adapter with random non-zero weights and a soft-prompt tensor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_lora_adapter(model_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A PEFT LoRA adapter (r=8 on q/k/v/o) whose weights are random and non-zero, so it changes outputs
+    the way a trained one does."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
+    peft_model = get_peft_model(base, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.02 if "lora_B" in name else 0.05)
+    peft_model.save_pretrained(out)
+    return out
+
+
+def make_soft_prompt(path: Path, n_tokens: int = 8, hidden: int = 576, seed: int = 0) -> Path:
+    """(n_tokens, hidden) vectors at about the scale of SmolLM2's token embeddings."""
+    np.save(path, (np.random.default_rng(seed).standard_normal((n_tokens, hidden)) * 0.14).astype(np.float32))
+    return path
