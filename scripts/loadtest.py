@@ -121,10 +121,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     _save(report, Path(args.out))  # kept even if the slower explanation run below fails
     if not args.skip_explain:
         port = _free_port()
-        llm_env = {**env, "SEQREC_LLM_BACKEND": "transformers", "SEQREC_EXPLAIN_DEADLINE_MS": str(args.deadline_ms)}
+        llm_env = {**env, "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": str(args.deadline_ms)}
+        report["explain_backend"] = args.llm_backend
         with server(svc(port), llm_env, port, "/readyz") as url:
-            report["service_explain_k5"] = run_wrk(url, explained, args.explain_concurrency, args.explain_duration,
-                                                   timeout=60)
+            for c in args.explain_concurrency:
+                run_wrk(url, explained, 1, 5, timeout=60)  # warm-up
+                report[f"service_explain_k5_c{c}"] = run_wrk(url, explained, c, args.explain_duration, timeout=60)
     return report
 
 
@@ -154,7 +156,8 @@ def main() -> None:
     be.add_argument("--out", default="runs/bench/service.json")
     be.add_argument("-c", "--concurrency", type=int, default=32)
     be.add_argument("-d", "--duration", type=int, default=20)
-    be.add_argument("--explain-concurrency", type=int, default=4)
+    be.add_argument("--explain-concurrency", type=int, nargs="+", default=[1, 4])
+    be.add_argument("--llm-backend", default="auto", help="LLM backend of the explanation runs")
     be.add_argument("--explain-duration", type=int, default=60)
     be.add_argument("--deadline-ms", type=int, default=30000)
     be.add_argument("--max-history", type=int, default=200)
