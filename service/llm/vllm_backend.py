@@ -213,6 +213,11 @@ class VLLMBackend:
 
     async def aclose(self) -> None:
         if self.engine is not None:
-            self.engine.shutdown()  # stops EngineCore and its worker (a few seconds)
-            self.engine = None
-            gc.collect()  # collect it now, on the loop: at interpreter exit its __del__ fails noisily
+            engine, self.engine = self.engine, None
+            engine.shutdown()  # stops EngineCore and its worker (a few seconds)
+            # AsyncLLM.__del__ shuts down again; when the object lives until interpreter exit (vLLM keeps
+            # references, e.g. from its stat loggers), that second call fails noisily ("'NoneType' object
+            # is not callable") after module globals are gone. It is already shut down: make it a no-op.
+            engine.__class__ = type("ShutDownAsyncLLM", (type(engine),), {"__del__": lambda self: None})
+            del engine
+            gc.collect()
