@@ -23,7 +23,7 @@ from transformers import (
 )
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import DeadlineExceeded, Generation
+from service.llm.base import DeadlineExceeded, Generation, render_chat
 from service.llm.soft_prompt import load_soft_prompt
 
 logger = logging.getLogger(__name__)
@@ -91,11 +91,7 @@ class TransformersBackend:
         return cls(model, tokenizer, device, soft)
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return str(text) + prefix
-        return f"{system}\n\n{user}\n\nAnswer: {prefix}"
+        return render_chat(self.tokenizer, system, user, prefix)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args, cancelled)` on the worker thread; cancelling the caller sets `cancelled`."""

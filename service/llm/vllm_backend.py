@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from service.llm.base import DeadlineExceeded, Generation
+from service.llm.base import DeadlineExceeded, Generation, render_chat
 from service.llm.soft_prompt import load_soft_prompt
 
 logger = logging.getLogger(__name__)
@@ -126,11 +126,7 @@ class VLLMBackend:
         return cls(engine, tokenizer, lora, soft, table, dt)
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return str(text) + prefix
-        return f"{system}\n\n{user}\n\nAnswer: {prefix}"
+        return render_chat(self.tokenizer, system, user, prefix)
 
     def _params(self, max_tokens: int, sample: bool = False, **kw: Any) -> Any:
         from vllm import SamplingParams
