@@ -214,8 +214,12 @@ class Explainer:
         finally:
             for task in [*tasks, waiter]:
                 task.cancel()  # the backends stop generating for cancelled streams
-        if status == "ok" and any(t.cancelled() or t.exception() for t in tasks):
-            status = "unavailable"
+        if status == "ok":
+            failed = [t.exception() for t in tasks if not t.cancelled() and t.exception() is not None]
+            for error in failed:
+                logger.error("streamed explanation failed", exc_info=error)
+            if failed or any(t.cancelled() for t in tasks):
+                status = "unavailable"
         yield {"event": "explanations_done", "data": {"status": status}}
 
     @staticmethod

@@ -99,8 +99,8 @@ class MicroBatcher:
         return await future
 
     async def _collect(self) -> list[_Pending]:
-        """Whatever is queued once the worker is free (no added latency when idle: while one batch runs
-        on the thread, the next accumulates), plus, with a window, what arrives within it."""
+        """Whatever is queued once a batch slot is free (no added latency when idle: while the running
+        batches encode, the next one accumulates), plus, with a window, what arrives within it."""
         batch = [await self._queue.get()]
         await asyncio.sleep(0)  # let callers scheduled in the same loop turn enqueue
         while len(batch) < self.max_size and not self._queue.empty():

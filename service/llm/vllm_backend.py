@@ -171,8 +171,9 @@ class VLLMBackend:
         from vllm.sampling_params import RequestOutputKind
 
         params = self._params(max_new_tokens, output_kind=RequestOutputKind.DELTA)
-        request_id = uuid.uuid4().hex
-        outputs = self.engine.generate(self._input(prompt), params, request_id=request_id, lora_request=self.lora)
+        outputs = self.engine.generate(
+            self._input(prompt), params, request_id=uuid.uuid4().hex, lora_request=self.lora
+        )
         try:
             while (remaining := deadline - time.monotonic()) > 0:
                 try:
@@ -184,8 +185,7 @@ class VLLMBackend:
                 if out.finished:
                     break
         finally:
-            await outputs.aclose()  # an unfinished request is aborted here, not left running
-            await self.engine.abort(request_id)
+            await outputs.aclose()  # aborts an unfinished request (left open, it would keep generating)
 
     async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
         if not choices:
