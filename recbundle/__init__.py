@@ -13,6 +13,7 @@ from recbundle.manifest import (
     sha256_file,
     write_manifest,
 )
+from recbundle.rerank import RankPrompt, RerankSpec
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,6 +21,8 @@ __all__ = [
     "FileEntry",
     "LLMRef",
     "Manifest",
+    "RankPrompt",
+    "RerankSpec",
     "load_manifest",
     "sha256_file",
     "write_manifest",

@@ -10,7 +10,8 @@ Layout of a bundle directory (paths relative to it; every file is listed in `fil
     encoder.json           the SR encoder's config (architecture hyper-parameters), for humans and audits
     item_embeddings.npy    (n_items + 1, dim) float32; row 0 is padding (zeros)
     index.faiss            FAISS inner-product index over rows 1..n_items, FAISS id = dense item id
-    llm/...                optional: LoRA adapter folder, soft-prompt tensor
+    llm/...                optional: LoRA adapter folders (explain, rerank), soft-prompt tensor; the rerank
+                           stage's prompt, labels and blend weight are `llm.rerank` (recbundle/rerank.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from recbundle.rerank import RerankSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -63,6 +66,7 @@ class LLMRef(BaseModel):
     base: str | None = None  # None: the service falls back to its configured default base model
     lora_adapters: dict[str, str] = Field(default_factory=dict)  # adapter name -> folder in the bundle
     soft_prompt: str | None = None  # path in the bundle of a (n_tokens, hidden) tensor, or None
+    rerank: RerankSpec | None = None  # how the LLM reranks retrieved candidates (DELRec); None: it does not
 
 
 class Manifest(BaseModel):

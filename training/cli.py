@@ -8,6 +8,7 @@
     python -m training export --preset ml-100k --out bundles   # the service's bundle (best teacher seed)
     python -m training download --dataset ml-100k --dest ~/.cache/llm-seqrec/data
     python -m training p2rec --preset p2rec-quick --export-to bundles   # TSLRec/P2Rec: LLM-augmented SASRec
+    python -m training delrec --preset delrec-quick --export-to bundles # DELRec: the LLM reranks
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "the whole preset: prepare, train, evaluate, report, teacher export"),
         ("export", "write a versioned service bundle from a trained model (default: the teacher)"),
         ("p2rec", "P2Rec: teacher, LLM stages, SR models on the augmented item table, report [, bundle]"),
+        ("delrec", "DELRec: teacher, soft-prompt distillation, LoRA ranking, cand20 + rerank report [, bundle]"),
     ):
         p = sub.add_parser(name, help=help_)
         _add_preset(p)
@@ -51,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "p2rec":
             p.add_argument("--export-to", help="also export the best variant's bundle into this folder")
             p.add_argument("--variant", help="export this p2rec model (default: best mean validation NDCG@10)")
+        if name == "delrec":
+            p.add_argument("--export-to", help="also export the bundle (teacher + best seed's ranker) here")
+            p.add_argument("--publish", help="also copy the report as delrec-<preset>.md/.json into this folder")
         if name == "export":
             p.add_argument("--model", help="model to export (default: the preset's teacher)")
             p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
@@ -75,8 +80,8 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _p2rec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
-    from training import p2rec_pipeline
-    from training.p2rec_report import GAIN_METRIC, efficiency_line
+    from training.llm.p2rec import chain as p2rec_pipeline
+    from training.llm.p2rec.report import GAIN_METRIC, efficiency_line
     from training.pipeline import output_dir
 
     run = p2rec_pipeline.run_chain(cfg, ds, split, command)
@@ -90,6 +95,21 @@ def _p2rec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str
     if args.export_to:
         bundle = p2rec_pipeline.export_variant(cfg, ds, split, run, Path(args.export_to), args.variant)
         print(f"bundle: {bundle}")
+    return 0
+
+
+def _delrec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
+    from training.llm.delrec import chain, report
+    from training.pipeline import output_dir
+
+    run = chain.run_chain(cfg, ds, split, command)
+    print(f"\n## {cfg.name}: DELRec, mean ± std over seeds {cfg.eval.seeds}\n")
+    print(run.report["table"])
+    print(f"report: {output_dir(cfg) / report.REPORT_NAME}")
+    if args.publish:
+        print("published:", *map(str, report.publish(cfg, Path(args.publish))))
+    if args.export_to:
+        print(f"bundle: {chain.export(run, ds, split, Path(args.export_to))}")
     return 0
 
 
@@ -120,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "p2rec":
         return _p2rec(args, cfg, ds, split, shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
+    if args.command == "delrec":
+        return _delrec(args, cfg, ds, split, shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
     if args.command == "export":
         print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))
         return 0

@@ -2,8 +2,10 @@
 
 A preset names the dataset, the models with their hyper-parameters, the training loop, the evaluation
 protocols and seeds. Per-model `train:` blocks override the global `train:` block field by field.
-P2Rec presets add a `p2rec:` block (the fields of `training.llm.P2RecConfig`) and `p2rec_models:`, the SR
-models trained on its augmented item table, written like `models:`.
+LLM-method presets add the method's block (`p2rec:`, `delrec:`, `relrec:`), kept here as a raw mapping: each
+method parses its own block with its own config class (`training/llm/<method>/config.py`), so this module
+never imports a method. P2Rec presets also name `p2rec_models:`, the SR models trained on its augmented item
+table, written like `models:`.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
-if TYPE_CHECKING:
-    from training.llm.p2rec import P2RecConfig
+T = TypeVar("T")
+METHODS = ("p2rec", "delrec", "relrec")  # LLM-method blocks a preset may carry
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -84,7 +86,7 @@ class RunConfig:
     eval: EvalConfig
     teacher: TeacherConfig
     output_dir: str
-    p2rec: P2RecConfig | None = None  # the LLM stages of `python -m training p2rec`; None: not a P2Rec preset
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # raw LLM-method blocks, by method
     p2rec_models: list[ModelSpec] = field(default_factory=list)  # SR models on the augmented table
 
     def data_hash(self) -> str:
@@ -101,7 +103,7 @@ def stable_hash(obj: Any, n: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _dataclass_from(cls: type, raw: dict[str, Any] | None, where: str) -> Any:
+def dataclass_from(cls: type, raw: dict[str, Any] | None, where: str) -> Any:
     raw = dict(raw or {})
     known = {f.name for f in fields(cls)}
     unknown = set(raw) - known
@@ -122,7 +124,7 @@ def resolve_preset(preset: str) -> Path:
 
 
 MODEL_BLOCK_KEYS = {"arch", "model", "train"}
-TOP_LEVEL_KEYS = {"name", "data", "train", "models", "eval", "teacher", "output_dir", "p2rec", "p2rec_models"}
+TOP_LEVEL_KEYS = {"name", "data", "train", "models", "eval", "teacher", "output_dir", "p2rec_models", *METHODS}
 
 
 def _model_specs(raw: dict[str, Any] | None, base_train: TrainConfig, where: str) -> list[ModelSpec]:
@@ -137,24 +139,18 @@ def _model_specs(raw: dict[str, Any] | None, base_train: TrainConfig, where: str
                 f"{where}.{model_name}: unknown keys {sorted(unknown)}; allowed: {sorted(MODEL_BLOCK_KEYS)}"
             )
         overrides = spec.get("train") or {}
-        _dataclass_from(TrainConfig, overrides, f"{where}.{model_name}: train")  # rejects unknown keys
+        dataclass_from(TrainConfig, overrides, f"{where}.{model_name}: train")  # rejects unknown keys
         train = replace(base_train, **overrides)
         specs.append(ModelSpec(model_name, spec.get("model") or {}, train, spec.get("arch")))
     return specs
 
 
-def _p2rec_from(
-    raw: dict[str, Any], base_train: TrainConfig, path: Path
-) -> tuple[P2RecConfig | None, list[ModelSpec]]:
-    if "p2rec" not in raw and "p2rec_models" not in raw:
-        return None, []
-    from training.llm.p2rec import P2RecConfig  # torch and transformers only for P2Rec presets
-
-    p2rec = _dataclass_from(P2RecConfig, raw.get("p2rec"), f"{path}: p2rec")
-    models = _model_specs(raw.get("p2rec_models"), base_train, f"{path}: p2rec_models")
-    if not models:
-        raise ValueError(f"{path}: a `p2rec` block needs `p2rec_models` (e.g. sasrec_adapter, sasrec_init)")
-    return p2rec, models
+def method_config(cfg: RunConfig, method: str, cls: type[T], hint: str = "") -> T:
+    """The preset's `<method>:` block parsed into the method's own config class (unknown keys rejected)."""
+    if method not in cfg.methods:
+        raise ValueError(f"preset {cfg.name!r} has no `{method}` block{': ' + hint if hint else ''}")
+    result: T = dataclass_from(cls, cfg.methods[method], f"{cfg.name}: {method}")
+    return result
 
 
 def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -170,21 +166,26 @@ def load_config(preset: str, overrides: dict[str, Any] | None = None) -> RunConf
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(TOP_LEVEL_KEYS)}")
     name = raw.get("name", path.stem)
-    base_train = _dataclass_from(TrainConfig, raw.get("train"), f"{path}: train")
+    base_train = dataclass_from(TrainConfig, raw.get("train"), f"{path}: train")
     models = _model_specs(raw.get("models"), base_train, f"{path}: models")
     if not models:
         raise ValueError(f"{path}: `models` is empty")
-    p2rec, p2rec_models = _p2rec_from(raw, base_train, path)
+    methods = {m: dict(raw[m] or {}) for m in METHODS if m in raw}
+    p2rec_models = _model_specs(raw.get("p2rec_models"), base_train, f"{path}: p2rec_models")
+    if "p2rec" in methods and not p2rec_models:
+        raise ValueError(f"{path}: a `p2rec` block needs `p2rec_models` (e.g. sasrec_adapter, sasrec_init)")
+    if p2rec_models and "p2rec" not in methods:
+        raise ValueError(f"{path}: `p2rec_models` needs a `p2rec` block")
     clash = {m.name for m in models} & {m.name for m in p2rec_models}
     if clash:
         raise ValueError(f"{path}: {sorted(clash)} named in both `models` and `p2rec_models`")
     return RunConfig(
         name=name,
-        data=_dataclass_from(DataConfig, raw.get("data"), f"{path}: data"),
+        data=dataclass_from(DataConfig, raw.get("data"), f"{path}: data"),
         models=models,
-        eval=_dataclass_from(EvalConfig, raw.get("eval"), f"{path}: eval"),
-        teacher=_dataclass_from(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
+        eval=dataclass_from(EvalConfig, raw.get("eval"), f"{path}: eval"),
+        teacher=dataclass_from(TeacherConfig, raw.get("teacher"), f"{path}: teacher"),
         output_dir=raw.get("output_dir", f"runs/{name}"),
-        p2rec=p2rec,
+        methods=methods,
         p2rec_models=p2rec_models,
     )

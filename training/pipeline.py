@@ -56,7 +56,7 @@ def format_stats(ds: SequenceDataset) -> str:
 
 def aug_fingerprint(aug: torch.Tensor) -> str:
     """Identity of an augmented item table, for the cache keys of the models trained on it."""
-    from training.llm.cache import fingerprint
+    from training.llm.core.cache import fingerprint
 
     return fingerprint(aug.detach().float().cpu().numpy())
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
+
+from recbundle.rerank import render_chat
+
+__all__ = ["DeadlineExceeded", "Generation", "LLMBackend", "render_chat"]
 
 
 @dataclass(frozen=True)
@@ -41,16 +45,6 @@ class LLMBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
-
-
-def render_chat(tokenizer: Any, system: str, user: str, prefix: str = "") -> str:
-    """A chat prompt in the tokenizer's own template (plain text without one), the assistant's answer
-    starting with `prefix`."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return str(text) + prefix
-    return f"{system}\n\n{user}\n\nAnswer: {prefix}"
 
 
 class DeadlineExceeded(Exception):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from training.config import CONFIG_DIR, load_config
-from training.llm import P2RecConfig
+from training.llm.p2rec import P2RecConfig, p2rec_config
 
 P2REC_PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("p2rec-*.yaml"))
 
@@ -13,16 +13,19 @@ P2REC_PRESETS = sorted(p.stem for p in CONFIG_DIR.glob("p2rec-*.yaml"))
 @pytest.mark.parametrize("preset", P2REC_PRESETS)
 def test_p2rec_presets_load(preset: str) -> None:
     cfg = load_config(preset)
-    assert isinstance(cfg.p2rec, P2RecConfig)
+    p2 = p2rec_config(cfg)
+    assert isinstance(p2, P2RecConfig)
     assert {"sasrec_adapter", "sasrec_init"} <= {s.name for s in cfg.p2rec_models}
     assert {s.kind for s in cfg.p2rec_models} == {"sasrec_adapter", "sasrec_init"}
-    assert cfg.teacher.model == "sasrec" and cfg.model_spec("sasrec_init").params["dim"] == cfg.p2rec.aug_dim
+    assert cfg.teacher.model == "sasrec" and cfg.model_spec("sasrec_init").params["dim"] == p2.aug_dim
     assert cfg.eval.seeds == [0, 1, 2] or preset == "p2rec-tiny"
 
 
 def test_plain_presets_have_no_p2rec_block() -> None:
     cfg = load_config("ml-100k")
-    assert cfg.p2rec is None and cfg.p2rec_models == []
+    assert cfg.methods == {} and cfg.p2rec_models == []
+    with pytest.raises(ValueError, match="no `p2rec` block"):
+        p2rec_config(cfg)
 
 
 def test_p2rec_model_train_block_overrides_the_global_one(tmp_path: Path) -> None:
@@ -32,7 +35,8 @@ def test_p2rec_model_train_block_overrides_the_global_one(tmp_path: Path) -> Non
         "p2rec_models: {sasrec_adapter: {model: {dim: 8}, train: {lr: 0.1}}}\n"
     )
     cfg = load_config(str(path))
-    assert cfg.p2rec is not None and cfg.p2rec.k == 4 and cfg.p2rec.epochs == P2RecConfig().epochs
+    p2 = p2rec_config(cfg)
+    assert p2.k == 4 and p2.epochs == P2RecConfig().epochs
     spec = cfg.model_spec("sasrec_adapter")
     assert spec.train.lr == 0.1 and spec.train.epochs == 5 and spec.params == {"dim": 8}
 
@@ -52,7 +56,7 @@ def test_p2rec_blocks_reject_mistakes(tmp_path: Path, body: str, bad: str) -> No
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nmodels: {sasrec: {}}\n" + body)
     with pytest.raises(ValueError, match=bad):
-        load_config(str(path))
+        p2rec_config(load_config(str(path)))  # the method's own block is parsed by the method
 
 
 def test_variants_of_one_model_class_are_named_by_their_key(tmp_path: Path) -> None:

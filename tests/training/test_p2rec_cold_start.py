@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import p2rec_pipeline, pipeline
+from training import pipeline
 from training.config import RunConfig, load_config
 from training.data.types import SequenceDataset, Split
+from training.llm.p2rec import chain as p2rec_pipeline
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
 # no skip for a missing SmolLM2 tokenizer: random_tiny converts it on demand (a skip hid these tests on new machines)
@@ -71,10 +72,10 @@ def test_the_row_comes_from_the_item_text(cold: ColdRun) -> None:
     """Re-embed the title with the bundle's own stage (a) adapter and PCA: it gives the table row the SR
     adapter was trained on, and the bundle row is that row through the trained adapter."""
     from recbundle import load_manifest
-    from training.llm import PCA, encode_texts, load_stage_a, merge_lora
-    from training.llm.prompts import catalogue_texts
+    from training.llm.core.prompts import catalogue_texts
+    from training.llm.p2rec import PCA, encode_texts, load_stage_a, merge_lora, p2rec_config
 
-    p2 = cold.cfg.p2rec
+    p2 = p2rec_config(cold.cfg)
     assert p2 is not None
     model, _, tok = load_stage_a(cold.bundle / "p2rec" / "stage_a", p2.encoder())
     title = catalogue_texts(cold.ds.items, p2.prompt())[cold.item]

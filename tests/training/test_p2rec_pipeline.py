@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.cli import main
-from training.llm import p2rec as p2rec_module
+from training.llm.p2rec import pipeline as p2rec_module
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
 # no skip for a missing SmolLM2 tokenizer: random_tiny converts it on demand (a skip hid these tests on new machines)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from training.data.types import ItemMeta
-from training.llm.prompts import PromptConfig, catalogue_texts, item_text, user_prompt_ids, virtual_user_ids
+from training.llm.core.prompts import (
+    PromptConfig,
+    catalogue_texts,
+    item_text,
+    user_prompt_ids,
+    virtual_user_ids,
+)
 
 
 @pytest.fixture(scope="module")

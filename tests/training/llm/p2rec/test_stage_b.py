@@ -3,9 +3,9 @@ from pathlib import Path
 import numpy as np
 
 from training.data.types import ItemMeta, SequenceDataset
-from training.llm.encoder import EncoderConfig, load_base
-from training.llm.prompts import PromptConfig, catalogue_texts, item_text
-from training.llm.stage_b import PCA, fit_pca, item_embeddings
+from training.llm.core.model import EncoderConfig, load_base
+from training.llm.core.prompts import PromptConfig, catalogue_texts, item_text
+from training.llm.p2rec.stage_b import PCA, fit_pca, item_embeddings
 
 
 def test_pca_matches_the_centred_projection() -> None:

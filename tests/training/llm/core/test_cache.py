@@ -3,7 +3,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.llm.cache import cached, fingerprint
+from training.llm.core.cache import cached, fingerprint
 
 
 def test_second_call_resumes_without_recomputing(tmp_path: Path) -> None:

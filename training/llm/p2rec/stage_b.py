@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from training.device import model_device
-from training.llm.encoder import encode, length_batches, pad_batch
-from training.llm.prompts import PromptConfig, virtual_user_ids
+from training.llm.core.model import encode, length_batches, pad_batch
+from training.llm.core.prompts import PromptConfig, virtual_user_ids
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training.llm.categories import (
+from training.llm.p2rec.categories import (
     CategoryConfig,
     balance,
     compare_targets,

@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from training.data.types import SequenceDataset, Split
-from training.llm.categories import CategoryConfig, counts_targets, fit_categories
-from training.llm.encoder import EncoderConfig, LoraSettings, encode, load_base, pad_batch, pool
-from training.llm.prompts import PromptConfig, catalogue_texts, user_prompt_ids
-from training.llm.sft_baseline import all_prefixes, instance_level_sft_epoch_time, sft_example
-from training.llm.stage_a import StageAConfig, load_stage_a, save_stage_a, stage_loss, train_stage_a
+from training.llm.core.model import EncoderConfig, LoraSettings, encode, load_base, pad_batch, pool
+from training.llm.core.prompts import PromptConfig, catalogue_texts, user_prompt_ids
+from training.llm.p2rec.categories import CategoryConfig, counts_targets, fit_categories
+from training.llm.p2rec.sft_baseline import all_prefixes, instance_level_sft_epoch_time, sft_example
+from training.llm.p2rec.stage_a import StageAConfig, load_stage_a, save_stage_a, stage_loss, train_stage_a
 
 
 def test_pooling_ignores_padding() -> None:

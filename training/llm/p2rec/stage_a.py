@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from training.device import model_device
-from training.llm.encoder import (
+from training.llm.core.model import (
     EncoderConfig,
     LoraSettings,
     attach_lora,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from training.data.types import SequenceDataset, Split
-from training.llm import P2RecConfig, run_p2rec
-from training.llm import p2rec as p2rec_module
+from training.llm.p2rec import P2RecConfig, run_p2rec
+from training.llm.p2rec import pipeline as p2rec_module
 
 
 def test_run_p2rec_end_to_end_and_resume(

@@ -25,10 +25,11 @@ from training import pipeline
 from training.config import REPO_ROOT, RunConfig
 from training.data.types import SequenceDataset, Split
 from training.eval import aggregate, markdown_table, write_report
-from training.llm import P2RecConfig, P2RecResult, run_p2rec
-from training.llm.categories import ScoreFn
+from training.llm.p2rec.categories import ScoreFn
+from training.llm.p2rec.config import p2rec_config
+from training.llm.p2rec.pipeline import P2RecResult, run_p2rec
+from training.llm.p2rec.report import gains_table, p2rec_sections
 from training.models import SequentialRecommender, build_model
-from training.p2rec_report import gains_table, p2rec_sections
 from training.train import make_score_fn
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,6 @@ class P2RecRun:
     aug: torch.Tensor  # (n_items + 1, aug_dim) the variants were trained on
     table: str  # markdown: test metrics, mean ± std over seeds
     gains: str  # markdown: relative NDCG@10 change of each variant against the plain teacher
-
-
-def p2rec_config(cfg: RunConfig) -> P2RecConfig:
-    if cfg.p2rec is None:
-        raise ValueError(f"preset {cfg.name!r} has no `p2rec` block: use one of the p2rec-* presets")
-    return cfg.p2rec
 
 
 def check_models(cfg: RunConfig, n_items: int) -> None:

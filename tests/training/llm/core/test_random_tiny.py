@@ -1,7 +1,7 @@
 from pathlib import Path
 
-from training.llm.encoder import EncoderConfig, model_dir
-from training.llm.random_tiny import TinyLlamaSpec, random_tiny_dir
+from training.llm.core.model import EncoderConfig, model_dir
+from training.llm.core.random_tiny import TinyLlamaSpec, random_tiny_dir
 
 
 def test_random_tiny_is_built_once_per_config_and_seeded(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ class LoraSettings:
 
 
 def model_dir(cfg: EncoderConfig) -> str:
-    from training.llm.random_tiny import RANDOM_TINY, random_tiny_dir
+    from training.llm.core.random_tiny import RANDOM_TINY, random_tiny_dir
 
     if cfg.base_model == RANDOM_TINY:
         return str(random_tiny_dir())

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from training.device import model_device
-from training.llm.encoder import LoraSettings, attach_lora, pad_batch
-from training.llm.prompts import PromptConfig, user_prompt_ids
+from training.llm.core.model import LoraSettings, attach_lora, pad_batch
+from training.llm.core.prompts import PromptConfig, user_prompt_ids
 
 log = logging.getLogger(__name__)
 IGNORE = -100

@@ -1,0 +1,180 @@
+"""The one training loop of the ranking methods: mini-batches of RankItems from one or more tasks, the
+label cross-entropy of the shared ranker (ranker.py), only the parameters handed in are updated (a soft
+prompt in DELRec stage 1, LoRA in stage 2 and in ReLRec), and the best validation HR@1 is kept.
+
+Task weighting:
+- "fixed": sum of `task_weights[t] * loss_t` (one backward);
+- "gradnorm": DELRec's dynamic loss weighting (official code haoge6660101/DELRec_hao, MTL/MTL.py,
+  `dynamic_loss_weighting`, alpha = 0.5): r_t = (L_t / L_t(0)) / ||grad_theta L_t||, w_t = r_t^a / sum_j r_j^a,
+  with theta the trainable parameters. There L_t(0) is the loss itself (detached), so the ratio is 1 and
+  r_t = 1 / ||grad L_t||: the task whose gradient is smaller gets the larger weight. We take the weights as
+  constants (the official code lets autograd differentiate the L/L.detach() factor, whose value is 1) and
+  apply sum_t w_t * grad L_t directly from the per-task gradients, so no third backward is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.llm.core.ranker import LabelRanker, RankItem
+from training.llm.core.soft_prompt import SoftPrompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TuneConfig:
+    epochs: int = 1
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    weighting: Literal["fixed", "gradnorm"] = "fixed"
+    task_weights: dict[str, float] = field(default_factory=dict)  # "fixed": missing tasks weigh 1
+    gradnorm_alpha: float = 0.5
+    max_steps: int | None = None  # per epoch; None = one pass over the largest task
+    seed: int = 0
+
+
+@dataclass
+class TuneResult:
+    best_epoch: int
+    best_valid_hr1: float
+    curves: dict[str, list[float]]  # epoch, valid_hr1, epoch_wall_s
+    step_loss: dict[str, list[float]]  # task -> loss per step
+    step_weight: dict[str, list[float]]  # task -> weight per step
+    n_examples: dict[str, int]
+    s_per_step: float
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "best_epoch": self.best_epoch,
+            "best_valid_hr1": self.best_valid_hr1,
+            "curves": self.curves,
+            "n_examples": self.n_examples,
+            "s_per_step": self.s_per_step,
+            "first_loss": {t: float(np.mean(v[:5])) for t, v in self.step_loss.items() if v},
+            "last_loss": {t: float(np.mean(v[-5:])) for t, v in self.step_loss.items() if v},
+            "mean_weight": {t: float(np.mean(v)) for t, v in self.step_weight.items() if v},
+        }
+
+
+def hr1(ranker: LabelRanker, model: Any, items: Sequence[RankItem], soft: SoftPrompt | None, bs: int) -> float:
+    if not items:
+        return float("nan")
+    scores = ranker.scores(model, items, soft, bs)
+    return float(np.mean(scores.argmax(1) == np.array([it.target for it in items])))
+
+
+def _batches(n: int, bs: int, steps: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`steps` index batches cycling through shuffled passes over n items."""
+    order: list[int] = []
+    while len(order) < steps * bs:
+        order.extend(rng.permutation(n).tolist())
+    return [np.array(order[i * bs : (i + 1) * bs]) for i in range(steps)]
+
+
+def _apply(params: list[nn.Parameter], grads: dict[str, tuple[torch.Tensor, ...]], weights: dict[str, float]) -> None:
+    for i, p in enumerate(params):
+        p.grad = sum(weights[t] * g[i] for t, g in grads.items())  # type: ignore[assignment]
+
+
+def _gradnorm_weights(grads: dict[str, tuple[torch.Tensor, ...]], alpha: float) -> dict[str, float]:
+    norms = {t: float(torch.sqrt(sum((x.float() ** 2).sum() for x in g))) for t, g in grads.items()}  # type: ignore[arg-type]
+    rates = {t: (1.0 / max(n, 1e-12)) ** alpha for t, n in norms.items()}
+    total = sum(rates.values())
+    return {t: r / total for t, r in rates.items()}
+
+
+def _step(
+    model: Any,
+    ranker: LabelRanker,
+    soft: SoftPrompt | None,
+    batch: dict[str, list[RankItem]],
+    params: list[nn.Parameter],
+    cfg: TuneConfig,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """One optimisation step's gradients (set on `params`); returns (losses, weights)."""
+    grads: dict[str, tuple[torch.Tensor, ...]] = {}
+    losses: dict[str, float] = {}
+    for task, items in batch.items():
+        loss = ranker.loss(model, items, soft)
+        grads[task] = torch.autograd.grad(loss, params, allow_unused=True)
+        grads[task] = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[task], params, strict=True))
+        losses[task] = loss.item()
+    if cfg.weighting == "gradnorm" and len(grads) > 1:
+        weights = _gradnorm_weights(grads, cfg.gradnorm_alpha)
+    else:
+        weights = {t: cfg.task_weights.get(t, 1.0) for t in grads}
+    _apply(params, grads, weights)
+    return losses, weights
+
+
+def train_ranker(
+    model: Any,
+    ranker: LabelRanker,
+    tasks: dict[str, list[RankItem]],
+    params: list[nn.Parameter],
+    cfg: TuneConfig,
+    soft: SoftPrompt | None = None,
+    valid: Sequence[RankItem] = (),
+    on_step: Callable[[int], None] | None = None,
+) -> TuneResult:
+    """Update `params` (and nothing else) to rank each task's right candidate first; candidate order is
+    shuffled anew for every example, so the position of the answer carries no signal. `on_step(global_step)`
+    runs after each optimiser step with the gradients still set (AdaLoRA's rank allocation needs them)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(-(-len(v) // cfg.batch_size) for v in tasks.values())
+    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
+    curves: dict[str, list[float]] = {"epoch": [], "valid_hr1": [], "epoch_wall_s": []}
+    step_loss: dict[str, list[float]] = {t: [] for t in tasks}
+    step_weight: dict[str, list[float]] = {t: [] for t in tasks}
+    best, best_epoch, best_state = -1.0, 0, None
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        plans = {t: _batches(len(v), min(cfg.batch_size, len(v)), steps, rng) for t, v in tasks.items()}
+        for s in range(steps):
+            batch = {t: [tasks[t][i].shuffled(rng) for i in plans[t][s]] for t in tasks}
+            opt.zero_grad(set_to_none=True)
+            losses, weights = _step(model, ranker, soft, batch, params, cfg)
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if on_step is not None:
+                on_step((epoch - 1) * steps + s)
+            for t in tasks:
+                step_loss[t].append(losses[t])
+                step_weight[t].append(weights[t])
+            if s % 10 == 0:
+                log.info("epoch %d step %d/%d: loss %s weights %s", epoch, s + 1, steps,
+                         {t: round(v, 3) for t, v in losses.items()}, {t: round(v, 3) for t, v in weights.items()})
+        wall = time.perf_counter() - start
+        score = hr1(ranker, model, valid, soft, cfg.batch_size * 2)
+        curves["epoch"].append(epoch)
+        curves["valid_hr1"].append(score)
+        curves["epoch_wall_s"].append(wall)
+        log.info("epoch %d: valid HR@1 %.4f, %.1f s", epoch, score, wall)
+        key = score if np.isfinite(score) else float(epoch)
+        if key > best:
+            best, best_epoch = key, epoch
+            best_state = [p.detach().clone() for p in params]
+    if best_state is not None and best_epoch != cfg.epochs:
+        with torch.no_grad():
+            for p, v in zip(params, best_state, strict=True):
+                p.copy_(v)
+    model.eval()
+    n_steps = max(1, steps * cfg.epochs)
+    return TuneResult(best_epoch, float(curves["valid_hr1"][best_epoch - 1]) if best_epoch else float("nan"),
+                      curves, step_loss, step_weight, {t: len(v) for t, v in tasks.items()},
+                      sum(curves["epoch_wall_s"]) / n_steps)
