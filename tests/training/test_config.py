@@ -73,3 +73,24 @@ def test_variants_of_one_model_class_are_named_by_their_key(tmp_path: Path) -> N
     assert (plain.kind, variant.kind) == ("sasrec_adapter", "sasrec_adapter")
     assert model_dir(cfg, plain, 0) != model_dir(cfg, variant, 0)
     assert cfg.model_spec("sasrec").kind == "sasrec"
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("delrec-*.yaml")))
+def test_delrec_presets_load_and_their_teacher_prepares_the_same_data(preset: str) -> None:
+    from training.llm.delrec.chain import teacher_config
+    from training.llm.delrec.config import delrec_config
+
+    cfg = load_config(preset)
+    d = delrec_config(cfg)
+    assert d.spec().n_candidates == 20 and len(d.spec().labels) == 20
+    assert teacher_config(cfg, d).data_hash() == cfg.data_hash()
+    assert "p2rec" not in cfg.methods
+
+
+def test_delrec_block_rejects_unknown_keys(tmp_path: Path) -> None:
+    from training.llm.delrec.config import delrec_config
+
+    path = tmp_path / "d.yaml"
+    path.write_text("name: d\nmodels: {sasrec: {}}\ndelrec: {n_soft_tokns: 3}\n")
+    with pytest.raises(ValueError, match="n_soft_tokns"):
+        delrec_config(load_config(str(path)))

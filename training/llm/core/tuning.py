@@ -1,9 +1,17 @@
-"""The one training loop of the ranking methods: mini-batches of RankItems from one or more tasks, the
-label cross-entropy of the shared ranker (ranker.py), only the parameters handed in are updated (a soft
-prompt in DELRec stage 1, LoRA in stage 2 and in ReLRec), and the best validation HR@1 is kept.
+"""The one training loop of the LLM methods: mini-batches from one or more tasks, only the parameters handed
+in are updated (a soft prompt in DELRec stage 1, LoRA in stage 2 and in ReLRec), and the best validation
+HR@1 of the ranker is kept. A task is a list of either
+- RankItems: the label cross-entropy of the shared ranker (ranker.py), candidate order reshuffled per use;
+- TextItems: the target-token cross-entropy of text_task.py (ReLRec's pseudo-label reconstruction).
+
+Every task draws its batches from its own random stream (seeded by the task's name), so a run's "rec" batches
+do not depend on which other tasks train beside it: ReLRec and its plain fine-tune ablation see the same
+ranking questions in the same order. `TuneConfig.steps_from` names the task whose pass is an epoch (the others
+cycle or stop early); by default the largest task's.
 
 Task weighting:
-- "fixed": sum of `task_weights[t] * loss_t` (one backward);
+- "fixed": sum of `task_weights[t] * loss_t`; a task of weight 0 is not even run (its forward would still
+  consume random state and time), so weight 0 is exactly the run without that task;
 - "gradnorm": DELRec's dynamic loss weighting (official code haoge6660101/DELRec_hao, MTL/MTL.py,
   `dynamic_loss_weighting`, alpha = 0.5): r_t = (L_t / L_t(0)) / ||grad_theta L_t||, w_t = r_t^a / sum_j r_j^a,
   with theta the trainable parameters. There L_t(0) is the loss itself (detached), so the ratio is 1 and
@@ -16,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,8 +35,10 @@ from torch import nn
 
 from training.llm.core.ranker import LabelRanker, RankItem
 from training.llm.core.soft_prompt import SoftPrompt
+from training.llm.core.text_task import TextItem, TextScorer
 
 log = logging.getLogger(__name__)
+TaskItem = RankItem | TextItem
 
 
 @dataclass
@@ -40,7 +51,8 @@ class TuneConfig:
     weighting: Literal["fixed", "gradnorm"] = "fixed"
     task_weights: dict[str, float] = field(default_factory=dict)  # "fixed": missing tasks weigh 1
     gradnorm_alpha: float = 0.5
-    max_steps: int | None = None  # per epoch; None = one pass over the largest task
+    max_steps: int | None = None  # per epoch; None = one pass over the `steps_from` task
+    steps_from: str | None = None  # the task whose pass is an epoch; None = the largest task
     seed: int = 0
 
 

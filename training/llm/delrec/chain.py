@@ -70,14 +70,14 @@ def ensure_teacher(tcfg: RunConfig, split: Split) -> tuple[list[dict[str, Any]],
 
 
 def _seed_rows(dcfg: DelRecConfig, q: Questions, teacher_s: dict[str, np.ndarray], llm: dict[str, Any],
-               ablation: dict[str, Any]) -> dict[str, Any]:
+               ablation: dict[str, Any] | None) -> dict[str, Any]:
     """One seed's figures: the LLM rows, the blend (lambda on validation), bias, rerank after retrieval."""
     lam, sweep = ev.choose_lambda(teacher_s["valid"], llm["valid"], q.valid, dcfg.blend_lambdas)
     lam_serve, sweep_serve = ev.choose_lambda(teacher_s["retrieval_valid"], llm["retrieval_valid"],
                                               q.retrieval_valid, dcfg.blend_lambdas, metric="HR@1")
     rt = [it for it in q.retrieval_test]
-    return {
-        "stage2_only": ev.cand_metrics(ablation["test"], q.test),
+    rows = {"stage2_only": ev.cand_metrics(ablation["test"], q.test)} if ablation is not None else {}
+    return rows | {
         "delrec": ev.cand_metrics(llm["test"], q.test),
         "blend": ev.cand_metrics(teacher_s["test"] + lam * llm["test"], q.test),
         "lambda": lam, "lambda_sweep_valid_hr1": sweep,
@@ -91,42 +91,64 @@ def _seed_rows(dcfg: DelRecConfig, q: Questions, teacher_s: dict[str, np.ndarray
     }
 
 
+def teacher_cand_scores(tcfg: RunConfig, split: Split, q: Questions, seeds: list[int]) -> dict[int, dict[str, np.ndarray]]:
+    """Per DELRec seed, the SASRec trained with the same seed scored on the cand20 questions: the SASRec row
+    and the blend of seed s both use SASRec seed s, so "blend vs SASRec" compares like with like."""
+    spec = tcfg.model_spec(tcfg.teacher.model)
+    trained = {r["seed"] for r in pipeline.collect_results(tcfg, split, [spec.name])[spec.name]}
+    missing = sorted(set(seeds) - trained)
+    if missing:
+        raise ValueError(f"teacher {tcfg.name}/{spec.name} has no trained seed {missing}: add them to its seeds")
+    out = {}
+    for seed in seeds:
+        m = pipeline.load_trained(tcfg, spec, seed, split.n_items)
+        out[seed] = {"test": ev.teacher_scores(m, q.test), "valid": ev.teacher_scores(m, q.valid)}
+    return out
+
+
+def _run_seed(dcfg: DelRecConfig, seed: int, split: Split, q: Questions, titles: list[str | None],
+              teacher: SequentialRecommender, teacher_s: dict[str, np.ndarray], inputs: str,
+              root: Path) -> tuple[dict[str, Any], Path, Path]:
+    """Stage 1, stage 2, [the ablation], scores and figures of one seed."""
+    s1 = stage1(dcfg, seed, split, q, titles, teacher, inputs, root)
+    s2 = stage2(dcfg, seed, split, q, titles, s1, inputs, root)
+    llm = score_stage(dcfg, q, titles, s1, s2, True, inputs, root)
+    ablation = None
+    if dcfg.ablation:
+        ablation_dir = stage2(dcfg, seed, split, q, titles, None, inputs, root)
+        ablation = score_stage(dcfg, q, titles, None, ablation_dir, False, inputs, root)
+    row = _seed_rows(dcfg, q, teacher_s, llm, ablation)
+    row["stage1"] = json.loads((s1 / "stage1.json").read_text())
+    row["stage2"] = json.loads((s2 / "adapter" / "delrec_stage2.json").read_text())
+    return row, s1, s2
+
+
 def run_chain(cfg: RunConfig, ds: SequenceDataset, split: Split, command: str = "") -> DelRecRun:
+    from training.llm.core.cache import fingerprint
+    from training.llm.delrec.report import build_report
+
     dcfg = delrec_config(cfg)
     tcfg = teacher_config(cfg, dcfg)
-    teacher_runs, teacher, teacher_seed = ensure_teacher(tcfg, split)
+    _, teacher, teacher_seed = ensure_teacher(tcfg, split)
     set_threads()
-    n = dcfg.n_candidates
-    topk = {s: pipeline.teacher_topk(teacher, h, teacher.max_len, n)
+    topk = {s: pipeline.teacher_topk(teacher, h, teacher.max_len, dcfg.n_candidates)
             for s, h in (("valid", split.valid_history), ("test", split.test_history))}
     q = build_questions(dcfg, split, topk["valid"], topk["test"], cfg.eval.protocol_seed)
     titles: list[str | None] = [None] + [m.title for m in ds.items]
-    from training.llm.core.cache import fingerprint
-
     inputs = inputs_fingerprint(split, titles, fingerprint(topk["test"], topk["valid"]))
     root = pipeline.output_dir(cfg) / "delrec"
-    teacher_s = {"test": ev.teacher_scores(teacher, q.test), "valid": ev.teacher_scores(teacher, q.valid),
-                 "retrieval_valid": ev.teacher_scores(teacher, q.retrieval_valid),
-                 "retrieval_test": ev.teacher_scores(teacher, q.retrieval_test)}
-    sasrec_rows = []
-    for run in teacher_runs:  # every teacher seed on the same questions
-        m = pipeline.load_trained(tcfg, tcfg.model_spec(tcfg.teacher.model), run["seed"], split.n_items)
-        sasrec_rows.append(ev.cand_metrics(ev.teacher_scores(m, q.test), q.test))
-    zero = score_stage(dcfg, q, titles, None, None, False, inputs, root)
+    # the served setting (retrieval + rerank) uses the exported teacher, as the bundle does
+    retrieval_s = {"retrieval_valid": ev.teacher_scores(teacher, q.retrieval_valid),
+                   "retrieval_test": ev.teacher_scores(teacher, q.retrieval_test)}
+    cand_s = teacher_cand_scores(tcfg, split, q, cfg.eval.seeds)
+    zero = score_stage(dcfg, q, titles, None, None, False, inputs, root) if dcfg.zero_shot else None
     per_seed, s1_dirs, s2_dirs = {}, {}, {}
     for seed in cfg.eval.seeds:
-        s1_dirs[seed] = stage1(dcfg, seed, split, q, titles, teacher, inputs, root)
-        s2_dirs[seed] = stage2(dcfg, seed, split, q, titles, s1_dirs[seed], inputs, root)
-        ablation_dir = stage2(dcfg, seed, split, q, titles, None, inputs, root)
-        llm = score_stage(dcfg, q, titles, s1_dirs[seed], s2_dirs[seed], True, inputs, root)
-        ablation = score_stage(dcfg, q, titles, None, ablation_dir, False, inputs, root)
-        per_seed[seed] = _seed_rows(dcfg, q, teacher_s, llm, ablation)
-        per_seed[seed]["stage1"] = json.loads((s1_dirs[seed] / "stage1.json").read_text())
-        per_seed[seed]["stage2"] = json.loads((s2_dirs[seed] / "adapter" / "delrec_stage2.json").read_text())
-    from training.llm.delrec.report import build_report
-
-    report = build_report(cfg, dcfg, q, sasrec_rows, ev.cand_metrics(zero["test"], q.test), per_seed,
-                          zero["_info"], command)
+        per_seed[seed], s1_dirs[seed], s2_dirs[seed] = _run_seed(
+            dcfg, seed, split, q, titles, teacher, cand_s[seed] | retrieval_s, inputs, root)
+    sasrec_rows = [ev.cand_metrics(cand_s[s]["test"], q.test) for s in cfg.eval.seeds]
+    report = build_report(cfg, dcfg, q, sasrec_rows, ev.cand_metrics(zero["test"], q.test) if zero else None,
+                          per_seed, zero["_info"] if zero else {}, command)
     best = max(per_seed, key=lambda s: (per_seed[s]["valid_hr1"], -s))
     return DelRecRun(cfg, dcfg, report, best, s1_dirs, s2_dirs, tcfg, teacher_seed)
 

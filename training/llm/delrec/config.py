@@ -49,6 +49,8 @@ class DelRecConfig:
     valid_users: int = 64  # validation users for epoch selection and the blend's lambda
     eval_users: int | None = None
     title_agreement_users: int = 16  # label scores vs full title log-likelihood on this many users
+    zero_shot: bool = True  # the zero-shot row (same prompt, no soft prompt, no LoRA)
+    ablation: bool = True  # the stage-2-without-soft-prompt row (one more LoRA fine-tune per seed)
     blend_lambdas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
     eval_batch_size: int = 8
 

@@ -1,6 +1,7 @@
 """delrec_report.md / metrics.json / delrec_report.json / PNGs for a DELRec run.
 
-Rows (cand20, the same candidates SASRec is scored on): SASRec (every teacher seed), the zero-shot LLM (same
+Rows (cand20, the same candidates SASRec is scored on): SASRec (per DELRec seed, the teacher trained with that
+seed; the blend of that seed uses it too), the zero-shot LLM (same
 prompt, no soft prompt, no LoRA; seed-independent), stage 2 without the soft prompt (ablation), DELRec, and
 the blend (teacher score + lambda * LLM log-probability, lambda chosen on validation HR@1). The service's
 setting: the teacher's full-catalogue top-20 reranked (full-protocol HR@10 / NDCG@10 before and after).
@@ -28,15 +29,16 @@ RERANK_ROWS = {"retrieval_before": "teacher top-20 (retrieval order)",
                "retrieval_after": "DELRec blend rerank", "retrieval_llm_only": "DELRec LLM-only rerank"}
 
 
-def _per_seed_rows(sasrec: Sequence[dict[str, float]], zero: dict[str, float],
+def _per_seed_rows(sasrec: Sequence[dict[str, float]], zero: dict[str, float] | None,
                    per_seed: dict[int, dict[str, Any]]) -> dict[str, list[dict[str, dict[str, float]]]]:
+    """Rows a preset switched off (zero_shot, ablation) are left out, not filled."""
     seeds = sorted(per_seed)
-    rows: dict[str, list[dict[str, dict[str, float]]]] = {
-        "sasrec": [{"cand20": dict(r)} for r in sasrec],
-        "zero_shot": [{"cand20": dict(zero)} for _ in seeds],
-    }
+    rows: dict[str, list[dict[str, dict[str, float]]]] = {"sasrec": [{"cand20": dict(r)} for r in sasrec]}
+    if zero is not None:
+        rows["zero_shot"] = [{"cand20": dict(zero)} for _ in seeds]
     for name in ("stage2_only", "delrec", "blend"):
-        rows[name] = [{"cand20": per_seed[s][name]} for s in seeds]
+        if name in per_seed[seeds[0]]:
+            rows[name] = [{"cand20": per_seed[s][name]} for s in seeds]
     for key, label in RERANK_ROWS.items():
         rows[label] = [{"rerank_top20": per_seed[s][key]} for s in seeds]
     return rows
@@ -56,8 +58,9 @@ def _targets(agg: dict[str, Any]) -> list[str]:
     def m(row: str, metric: str) -> float:
         return float(agg[row]["cand20"][metric]["mean"])
 
-    zs, dr, bl, sr = m("zero_shot", "HR@1"), m("delrec", "HR@1"), m("blend", "HR@1"), m("sasrec", "HR@1")
-    ratio = f"**{dr / zs:.2f}x**" if zs else "n/a (zero-shot HR@1 is 0)"
+    zs = m("zero_shot", "HR@1") if "zero_shot" in agg else 0.0
+    dr, bl, sr = m("delrec", "HR@1"), m("blend", "HR@1"), m("sasrec", "HR@1")
+    ratio = f"**{dr / zs:.2f}x**" if zs else "n/a (zero-shot HR@1 is 0, or the row is off in this preset)"
     return [
         f"- DELRec HR@1 / zero-shot HR@1 = {dr:.4f} / {zs:.4f} = {ratio} (target >= 3x)",
         f"- blend HR@1 vs SASRec = {bl:.4f} vs {sr:.4f}: **{100 * (bl / sr - 1):+.1f} %** (target >= +3 %)",
@@ -108,7 +111,7 @@ def _sections(cfg: DelRecConfig, q: Questions, per_seed: dict[int, dict[str, Any
 
 
 def build_report(cfg: RunConfig, dcfg: DelRecConfig, q: Questions, sasrec: Sequence[dict[str, float]],
-                 zero: dict[str, float], per_seed: dict[int, dict[str, Any]], zero_info: dict[str, Any],
+                 zero: dict[str, float] | None, per_seed: dict[int, dict[str, Any]], zero_info: dict[str, Any],
                  command: str = "") -> dict[str, Any]:
     command = command or f"python -m training delrec --preset {cfg.name}"
     rows = _per_seed_rows(sasrec, zero, per_seed)
