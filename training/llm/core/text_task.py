@@ -45,7 +45,8 @@ class TextScorer:
         self.max_target_tokens = max_target_tokens
         self.end_of_turn = end_of_turn  # append EOS to chat targets (the answer's end is learnt too)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        bos = tokenizer.bos_token_id
+        self.start_id = bos if bos is not None else tokenizer.eos_token_id  # plain text starts after it
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
@@ -58,10 +59,7 @@ class TextScorer:
     def encode(self, item: TextItem) -> tuple[list[int], list[int]]:
         """(prompt ids, target ids): the prompt is never empty (a plain item starts with BOS), so every
         target token has a position that predicts it."""
-        if item.chat:
-            prompt = self._ids(self.prompt_text(item))
-        else:
-            prompt = [self.start_id, *self._ids(item.prompt)]
+        prompt = self._ids(self.prompt_text(item)) if item.chat else [self.start_id, *self._ids(item.prompt)]
         target = self._ids(item.target)[: self.max_target_tokens]
         if item.chat and self.end_of_turn:
             target.append(self.tokenizer.eos_token_id)
@@ -80,7 +78,8 @@ class TextScorer:
         if soft is not None:
             embeds, mask = soft(embeds, mask)  # (B, N + T, H)
             offset = soft.n_tokens
-        hidden = decoder_of(model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        decoder = decoder_of(model)
+        hidden = decoder(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
         # position j predicts token j + 1: target token k of item b sits at offset + len(prompt) + k
         rows = [b for b, (_, t) in enumerate(encoded) for _ in t]
         cols = [offset + len(p) + k - 1 for p, t in encoded for k in range(len(t))]

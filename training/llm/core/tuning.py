@@ -106,11 +106,47 @@ def _gradnorm_weights(grads: dict[str, tuple[torch.Tensor, ...]], alpha: float) 
     return {t: r / total for t, r in rates.items()}
 
 
+def active_tasks(tasks: Mapping[str, Sequence[TaskItem]], cfg: TuneConfig) -> dict[str, Sequence[TaskItem]]:
+    """The tasks that train: non-empty and, under "fixed" weighting, of non-zero weight."""
+    fixed_zero = {t for t in tasks if cfg.weighting == "fixed" and cfg.task_weights.get(t, 1.0) == 0.0}
+    if fixed_zero:
+        log.info("tasks of weight 0 are not run: %s", sorted(fixed_zero))
+    return {t: v for t, v in tasks.items() if v and t not in fixed_zero}
+
+
+def planned_steps(tasks: Mapping[str, Sequence[TaskItem]], cfg: TuneConfig) -> int:
+    """Optimiser steps per epoch: a pass over `cfg.steps_from` (or the largest task), capped by max_steps."""
+    active = active_tasks(tasks, cfg)
+    if not active:
+        return 0
+    sizes = {t: -(-len(v) // cfg.batch_size) for t, v in active.items()}
+    steps = sizes[cfg.steps_from] if cfg.steps_from in sizes else max(sizes.values())
+    return min(steps, cfg.max_steps) if cfg.max_steps else steps
+
+
+def _task_rng(seed: int, task: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(task.encode())])
+
+
+def _prepared(item: TaskItem, rng: np.random.Generator) -> TaskItem:
+    """A training copy: ranking questions get a fresh candidate order, text items are used as they are."""
+    return item.shuffled(rng) if isinstance(item, RankItem) else item
+
+
+def task_loss(model: Any, ranker: LabelRanker, text: TextScorer, items: Sequence[TaskItem],
+              soft: SoftPrompt | None) -> torch.Tensor:
+    """The loss of one task's batch, chosen by the kind of its items (a task holds one kind)."""
+    if isinstance(items[0], TextItem):
+        return text.loss(model, items, soft)  # type: ignore[arg-type]
+    return ranker.loss(model, items, soft)  # type: ignore[arg-type]
+
+
 def _step(
     model: Any,
     ranker: LabelRanker,
+    text: TextScorer,
     soft: SoftPrompt | None,
-    batch: dict[str, list[RankItem]],
+    batch: dict[str, list[TaskItem]],
     params: list[nn.Parameter],
     cfg: TuneConfig,
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -118,7 +154,7 @@ def _step(
     grads: dict[str, tuple[torch.Tensor, ...]] = {}
     losses: dict[str, float] = {}
     for task, items in batch.items():
-        loss = ranker.loss(model, items, soft)
+        loss = task_loss(model, ranker, text, items, soft)
         grads[task] = torch.autograd.grad(loss, params, allow_unused=True)
         grads[task] = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[task], params, strict=True))
         losses[task] = loss.item()
@@ -130,63 +166,78 @@ def _step(
     return losses, weights
 
 
+@dataclass
+class _Record:
+    """What the loop keeps while it runs: the curves, per-step losses and weights, the best state."""
+
+    curves: dict[str, list[float]]
+    step_loss: dict[str, list[float]]
+    step_weight: dict[str, list[float]]
+    best: float = -1.0
+    best_epoch: int = 0
+    best_state: list[torch.Tensor] | None = None
+
+    def end_epoch(self, epoch: int, score: float, wall: float, params: list[nn.Parameter]) -> None:
+        self.curves["epoch"].append(epoch)
+        self.curves["valid_hr1"].append(score)
+        self.curves["epoch_wall_s"].append(wall)
+        log.info("epoch %d: valid HR@1 %.4f, %.1f s", epoch, score, wall)
+        key = score if np.isfinite(score) else float(epoch)  # no validation: keep the last epoch
+        if key > self.best:
+            self.best, self.best_epoch = key, epoch
+            self.best_state = [p.detach().clone() for p in params]
+
+
 def train_ranker(
     model: Any,
     ranker: LabelRanker,
-    tasks: dict[str, list[RankItem]],
+    tasks: Mapping[str, Sequence[TaskItem]],
     params: list[nn.Parameter],
     cfg: TuneConfig,
     soft: SoftPrompt | None = None,
     valid: Sequence[RankItem] = (),
     on_step: Callable[[int], None] | None = None,
+    text: TextScorer | None = None,
 ) -> TuneResult:
-    """Update `params` (and nothing else) to rank each task's right candidate first; candidate order is
-    shuffled anew for every example, so the position of the answer carries no signal. `on_step(global_step)`
-    runs after each optimiser step with the gradients still set (AdaLoRA's rank allocation needs them)."""
+    """Update `params` (and nothing else) on every task: rank each ranking task's right candidate first,
+    write each text task's target. `on_step(global_step)` runs after each optimiser step with the gradients
+    still set (AdaLoRA's rank allocation needs them). `text` scores the text tasks (default: a TextScorer
+    on the ranker's tokenizer)."""
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    text = text or TextScorer(ranker.tokenizer)
+    active = active_tasks(tasks, cfg)
+    rngs = {t: _task_rng(cfg.seed, t) for t in active}
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = max(-(-len(v) // cfg.batch_size) for v in tasks.values())
-    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
-    curves: dict[str, list[float]] = {"epoch": [], "valid_hr1": [], "epoch_wall_s": []}
-    step_loss: dict[str, list[float]] = {t: [] for t in tasks}
-    step_weight: dict[str, list[float]] = {t: [] for t in tasks}
-    best, best_epoch, best_state = -1.0, 0, None
+    steps = planned_steps(tasks, cfg)
+    rec = _Record({"epoch": [], "valid_hr1": [], "epoch_wall_s": []},
+                  {t: [] for t in active}, {t: [] for t in active})
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         model.train()
-        plans = {t: _batches(len(v), min(cfg.batch_size, len(v)), steps, rng) for t, v in tasks.items()}
+        plans = {t: _batches(len(v), min(cfg.batch_size, len(v)), steps, rngs[t]) for t, v in active.items()}
         for s in range(steps):
-            batch = {t: [tasks[t][i].shuffled(rng) for i in plans[t][s]] for t in tasks}
+            batch = {t: [_prepared(active[t][i], rngs[t]) for i in plans[t][s]] for t in active}
             opt.zero_grad(set_to_none=True)
-            losses, weights = _step(model, ranker, soft, batch, params, cfg)
+            losses, weights = _step(model, ranker, text, soft, batch, params, cfg)
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             if on_step is not None:
                 on_step((epoch - 1) * steps + s)
-            for t in tasks:
-                step_loss[t].append(losses[t])
-                step_weight[t].append(weights[t])
+            for t in active:
+                rec.step_loss[t].append(losses[t])
+                rec.step_weight[t].append(weights[t])
             if s % 10 == 0:
                 log.info("epoch %d step %d/%d: loss %s weights %s", epoch, s + 1, steps,
                          {t: round(v, 3) for t, v in losses.items()}, {t: round(v, 3) for t, v in weights.items()})
-        wall = time.perf_counter() - start
         score = hr1(ranker, model, valid, soft, cfg.batch_size * 2)
-        curves["epoch"].append(epoch)
-        curves["valid_hr1"].append(score)
-        curves["epoch_wall_s"].append(wall)
-        log.info("epoch %d: valid HR@1 %.4f, %.1f s", epoch, score, wall)
-        key = score if np.isfinite(score) else float(epoch)
-        if key > best:
-            best, best_epoch = key, epoch
-            best_state = [p.detach().clone() for p in params]
-    if best_state is not None and best_epoch != cfg.epochs:
+        rec.end_epoch(epoch, score, time.perf_counter() - start, params)
+    if rec.best_state is not None and rec.best_epoch != cfg.epochs:
         with torch.no_grad():
-            for p, v in zip(params, best_state, strict=True):
+            for p, v in zip(params, rec.best_state, strict=True):
                 p.copy_(v)
     model.eval()
     n_steps = max(1, steps * cfg.epochs)
-    return TuneResult(best_epoch, float(curves["valid_hr1"][best_epoch - 1]) if best_epoch else float("nan"),
-                      curves, step_loss, step_weight, {t: len(v) for t, v in tasks.items()},
-                      sum(curves["epoch_wall_s"]) / n_steps)
+    best_hr1 = float(rec.curves["valid_hr1"][rec.best_epoch - 1]) if rec.best_epoch else float("nan")
+    return TuneResult(rec.best_epoch, best_hr1, rec.curves, rec.step_loss, rec.step_weight,
+                      {t: len(v) for t, v in tasks.items()}, sum(rec.curves["epoch_wall_s"]) / n_steps)

@@ -64,3 +64,20 @@ def movie_dataset() -> SequenceDataset:
     seqs = [np.array(s, dtype=np.int64) for s in ([1, 2, 3, 5, 6], [2, 4, 1, 6, 5], [3, 1, 4, 5, 6])]
     times = [np.arange(len(s), dtype=np.int64) for s in seqs]
     return SequenceDataset("toy-movies", ["a", "b", "c"], items, seqs, times)
+
+
+TOY_ASPECTS = {"Space": "Rockets, planets and brave astronauts.", "Romance": "Love letters and a wedding.",
+               "Horror": "Ghosts in a haunted house.", "Cartoon": "Talking animals in bright colours."}
+
+
+@pytest.fixture(scope="session")
+def toy_review_dataset(toy_dataset: SequenceDataset) -> SequenceDataset:
+    """The shared 30-user toy dataset (tests/training/llm/conftest.py) with a review at every event: the
+    genre's aspects plus the reader's name, so item and user labels name the genre's aspects."""
+    reviews = {}
+    for u, seq in enumerate(toy_dataset.sequences):
+        for i in map(int, seq):
+            genre = toy_dataset.items[i - 1].categories[0]
+            reviews[(u, i)] = (f"{TOY_ASPECTS[genre]} Reader {u} enjoyed story {i}.", f"{genre} fan")
+    return SequenceDataset("toy-reviews-30", toy_dataset.user_ids, toy_dataset.items, toy_dataset.sequences,
+                           toy_dataset.timestamps, reviews)
