@@ -11,7 +11,8 @@ Layout of a bundle directory (paths relative to it; every file is listed in `fil
     item_embeddings.npy    (n_items + 1, dim) float32; row 0 is padding (zeros)
     index.faiss            FAISS inner-product index over rows 1..n_items, FAISS id = dense item id
     llm/...                optional: LoRA adapter folders (explain, rerank), soft-prompt tensor; the rerank
-                           stage's prompt, labels and blend weight are `llm.rerank` (recbundle/rerank.py)
+                           stage's prompt, labels and blend weight are `llm.rerank` (recbundle/rerank.py);
+                           item pseudo-labels (`llm.item_labels`, ReLRec)
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class LLMRef(BaseModel):
     lora_adapters: dict[str, str] = Field(default_factory=dict)  # adapter name -> folder in the bundle
     soft_prompt: str | None = None  # path in the bundle of a (n_tokens, hidden) tensor, or None
     rerank: RerankSpec | None = None  # how the LLM reranks retrieved candidates (DELRec); None: it does not
+    # path in the bundle of the item pseudo-labels the explain adapter learned to reconstruct (ReLRec):
+    # JSON {"source": "reviews" | "metadata", "items": {dense item id: label}}; None: the bundle has none
+    item_labels: str | None = None
 
 
 class Manifest(BaseModel):

@@ -9,6 +9,7 @@
     python -m training download --dataset ml-100k --dest ~/.cache/llm-seqrec/data
     python -m training p2rec --preset p2rec-quick --export-to bundles   # TSLRec/P2Rec: LLM-augmented SASRec
     python -m training delrec --preset delrec-quick --export-to bundles # DELRec: the LLM reranks
+    python -m training relrec --preset relrec-tiny --export-to bundles  # ReLRec: LLM keeps its language
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "write a versioned service bundle from a trained model (default: the teacher)"),
         ("p2rec", "P2Rec: teacher, LLM stages, SR models on the augmented item table, report [, bundle]"),
         ("delrec", "DELRec: teacher, soft-prompt distillation, LoRA ranking, cand20 + rerank report [, bundle]"),
+        ("relrec", "ReLRec: teacher, pseudo-labels, multi-task LoRA, cand20 + perplexity report [, bundle]"),
     ):
         p = sub.add_parser(name, help=help_)
         _add_preset(p)
@@ -56,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "delrec":
             p.add_argument("--export-to", help="also export the bundle (teacher + best seed's ranker) here")
             p.add_argument("--publish", help="also copy the report as delrec-<preset>.md/.json into this folder")
+        if name == "relrec":
+            p.add_argument("--export-to", help="also export the bundle (teacher + best seed's explain adapter) here")
+            p.add_argument("--publish", help="also copy the report as relrec-<preset>.md/.json into this folder")
         if name == "export":
             p.add_argument("--model", help="model to export (default: the preset's teacher)")
             p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
@@ -113,6 +118,21 @@ def _delrec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: st
     return 0
 
 
+def _relrec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
+    from training.llm.relrec import chain, report
+    from training.pipeline import output_dir
+
+    run = chain.run_chain(cfg, ds, split, command)
+    print(f"\n## {cfg.name}: ReLRec, mean ± std over seeds {cfg.eval.seeds}; labels: {run.report['label_source']}\n")
+    print(run.report["table"])
+    print(f"report: {output_dir(cfg) / report.REPORT_NAME}")
+    if args.publish:
+        print("published:", *map(str, report.publish(cfg, Path(args.publish))))
+    if args.export_to:
+        print(f"bundle: {chain.export(run, ds, split, Path(args.export_to))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -138,10 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         print(pipeline.format_stats(ds))
         return 0
-    if args.command == "p2rec":
-        return _p2rec(args, cfg, ds, split, shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
-    if args.command == "delrec":
-        return _delrec(args, cfg, ds, split, shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])]))
+    methods = {"p2rec": _p2rec, "delrec": _delrec, "relrec": _relrec}
+    if args.command in methods:
+        command = shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])])
+        return methods[args.command](args, cfg, ds, split, command)
     if args.command == "export":
         print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))
         return 0

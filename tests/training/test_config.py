@@ -94,3 +94,20 @@ def test_delrec_block_rejects_unknown_keys(tmp_path: Path) -> None:
     path.write_text("name: d\nmodels: {sasrec: {}}\ndelrec: {n_soft_tokns: 3}\n")
     with pytest.raises(ValueError, match="n_soft_tokns"):
         delrec_config(load_config(str(path)))
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in CONFIG_DIR.glob("relrec-*.yaml")))
+def test_relrec_presets_load_and_their_teacher_prepares_the_same_data(preset: str) -> None:
+    from training.llm.relrec.chain import relrec_teacher_config
+    from training.llm.relrec.config import relrec_config
+
+    cfg = load_config(preset)
+    r = relrec_config(cfg)
+    assert r.spec().n_candidates == 20 and len(r.spec().labels) == 20
+    assert relrec_teacher_config(cfg, r).data_hash() == cfg.data_hash()
+    assert set(cfg.methods) == {"relrec"}
+    if preset in ("relrec-magazine", "relrec-giftcards", "relrec-ml100k"):  # the GPU-sized benchmarks
+        assert cfg.eval.seeds == [0, 1, 2] and r.max_users is None and r.eval_users is None
+        assert r.teacher_preset is not None and r.base_model == ""
+    if preset == "relrec-cpu-magazine":  # REDUCED: one seed, ~50 users
+        assert cfg.eval.seeds == [0] and r.max_users is not None and r.max_users <= 64

@@ -173,3 +173,20 @@ def write_report(
     written += [report, *figures]
     logger.info("wrote report to %s (%d files)", out_dir, len(written))
     return written
+
+
+def publish_report(out_dir: Path, report_md: str, report_json: str, dest: Path, name: str) -> list[Path]:
+    """Copy a run's small result files into `dest` (docs/results) as <name>.md, <name>.json and
+    <name>-metrics_<protocol>.png, with the markdown's figure links rewritten to the new names."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pairs = [(out_dir / report_md, dest / f"{name}.md"), (out_dir / report_json, dest / f"{name}.json")]
+    pairs += [(p, dest / f"{name}-{p.name}") for p in sorted(out_dir.glob("metrics_*.png"))]
+    for src, dst in pairs:
+        shutil.copy2(src, dst)
+    md = (dest / f"{name}.md").read_text()
+    for src, dst in pairs[2:]:
+        md = md.replace(f"]({src.name})", f"]({dst.name})")
+    (dest / f"{name}.md").write_text(md)
+    return [dst for _, dst in pairs]

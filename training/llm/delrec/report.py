@@ -134,17 +134,7 @@ def build_report(cfg: RunConfig, dcfg: DelRecConfig, q: Questions, sasrec: Seque
 
 def publish(cfg: RunConfig, dest: Path) -> list[Path]:
     """Copy the small result files to `dest` as delrec-<preset>.md / .json / .png (docs/results)."""
-    import shutil
+    from training.eval.report import publish_report
 
-    out = pipeline.output_dir(cfg)
-    dest.mkdir(parents=True, exist_ok=True)
     name = cfg.name if cfg.name.startswith("delrec-") else f"delrec-{cfg.name}"
-    pairs = [(out / REPORT_NAME, dest / f"{name}.md"), (out / "delrec_report.json", dest / f"{name}.json")]
-    pairs += [(p, dest / f"{name}-{p.name}") for p in sorted(out.glob("metrics_*.png"))]
-    for src, dst in pairs:
-        shutil.copy2(src, dst)
-    md = (dest / f"{name}.md").read_text()
-    for src, dst in pairs[2:]:
-        md = md.replace(f"]({src.name})", f"]({dst.name})")
-    (dest / f"{name}.md").write_text(md)
-    return [dst for _, dst in pairs]
+    return publish_report(pipeline.output_dir(cfg), REPORT_NAME, "delrec_report.json", dest, name)

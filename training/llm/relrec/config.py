@@ -21,6 +21,7 @@ class RelRecConfig:
     base_model: str = ""  # HF causal-LM folder; "" = converted SmolLM2-135M-Instruct; "random-tiny" = CI only
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     device: str = "auto"
+    teacher_preset: str | None = None  # SASRec row + bundle encoder from this preset's teacher (same data)
     # pseudo-labels (labels.py): training-period reviews, metadata where a dataset has none
     label_extractor: Extractor = "yake"
     label_phrases: int = 4

@@ -1,0 +1,88 @@
+"""The whole ReLRec chain through the CLI on `relrec-tiny` (58 Amazon Magazine users, a randomly initialised
+tiny Llama with SmolLM2's tokenizer): teacher, the per-seed SASRec row, labels and their quality, the plain
+fine-tune and ReLRec, cand20 rows, the perplexity section, the report and a bundle with the explain adapter and
+the item labels; then a rerun that must come from the caches. Needs ../shared/data (Amazon Magazine)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from training.cli import main
+from training.llm.relrec.report import label_source_text, language_figures, language_table
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amazon2018-magazine-subscriptions-5core"
+ROWS = {"sasrec", "zero_shot", "plain", "relrec"}
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    if not SHARED.is_dir():
+        pytest.skip("needs ../shared/data/amazon2018-magazine-subscriptions-5core")
+    out, bundles, pub = (tmp_path_factory.mktemp(n) for n in ("relrec-tiny", "bundles", "published"))
+    argv = ["relrec", "--preset", "relrec-tiny", "--output-dir", str(out), "--export-to", str(bundles),
+            "--publish", str(pub)]
+    assert main(argv) == 0
+    return out, bundles, pub
+
+
+def test_report_has_the_rows_over_seeds_and_the_language_figures(chain: tuple[Path, Path, Path]) -> None:
+    out, _, pub = chain
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) == ROWS
+    for row in metrics.values():
+        assert set(row["cand20"]) == {"HR@1", "HR@5", "NDCG@5"} and len(row["cand20"]["HR@1"]["seeds"]) == 2
+    report = json.loads((out / "relrec_report.json").read_text())
+    assert report["rows"] == metrics and report["drift_target"] == 1.10
+    assert set(report["language"]) == {"base", "plain", "relrec"}
+    for name, figures in report["language"].items():
+        assert math.isfinite(figures["review_perplexity"]["mean"]) and figures["explain_loglik"]["mean"] < 0
+        assert len(figures["perplexity_vs_base"]["seeds"]) == (1 if name == "base" else 2)
+    assert report["labels"]["source"] == "reviews" and "lexical_label" in report["labels"]["quality"]["item"]
+    md = (out / "relrec_report.md").read_text()
+    for text in ("Language keeping", "× base", "target <= 1.10", "drifts", "Pseudo-labels", "REDUCED",
+                 "random-tiny", "python -m training relrec --preset relrec-tiny"):
+        assert text in md, text
+    assert (out / "metrics_cand20.png").is_file() and (out / "metrics_language.png").is_file()
+    assert {p.name for p in pub.iterdir()} == {"relrec-tiny.md", "relrec-tiny.json",
+                                              "relrec-tiny-metrics_cand20.png", "relrec-tiny-metrics_language.png"}
+    assert "](relrec-tiny-metrics_language.png)" in (pub / "relrec-tiny.md").read_text()
+
+
+def test_bundle_carries_the_explain_adapter_and_item_labels(chain: tuple[Path, Path, Path]) -> None:
+    from recbundle import load_manifest
+
+    _, bundles, _ = chain
+    root = (bundles / "current").resolve()
+    manifest = load_manifest(root)  # verifies every checksum
+    assert manifest.llm.lora_adapters == {"explain": "llm/explain"} and manifest.llm.rerank is None
+    assert "llm/explain/adapter_config.json" in manifest.files
+    assert manifest.llm.item_labels == "llm/item_labels.json" and manifest.llm.item_labels in manifest.files
+    labels = json.loads((root / manifest.llm.item_labels).read_text())
+    assert labels["source"] == "reviews" and labels["items"]
+    assert all(1 <= int(i) <= manifest.n_items and text for i, text in labels["items"].items())
+    assert manifest.llm.base is not None and Path(manifest.llm.base).is_dir()  # random-tiny: a local folder
+    assert manifest.encoder.variant == "relrec" and manifest.metrics["label_source"] == "reviews"
+
+
+def test_rerun_comes_from_the_caches(chain: tuple[Path, Path, Path], caplog: pytest.LogCaptureFixture) -> None:
+    out, _, _ = chain
+    caplog.set_level("INFO")
+    assert main(["relrec", "--preset", "relrec-tiny", "--output-dir", str(out)]) == 0
+    computed = [r.message for r in caplog.records if "computed in" in r.message and "relrec_" in r.message]
+    assert computed == []
+
+
+def test_a_dataset_without_reviews_reports_no_perplexity_and_names_the_fallback() -> None:
+    lang = {"review": None, "explain": {"mean_token_loglik": -2.0}}
+    tuned = {"review": None, "explain": {"mean_token_loglik": -2.5}}
+    relrec = {"base_language": lang, "per_seed": {"0": {"plain": {"language": tuned},
+                                                        "relrec": {"language": tuned}}}}
+    figures = language_figures(relrec)
+    assert math.isnan(figures["relrec"]["perplexity_vs_base"]["mean"])
+    assert figures["plain"]["explain_vs_base"]["mean"] == pytest.approx(-0.5)
+    assert "n/a (no reviews)" in language_table(figures)
+    assert "fallback labels from genres/era/title words" in label_source_text("metadata", "yake")
