@@ -4,7 +4,9 @@
 
 Starts `python -m service` on a free port (SmolLM2 as the explainer, converted on first use; in-process
 session store), waits for /readyz, sends the history of a real test user to POST /v1/recommend with
-k=5 and explain=true, prints the answer, and stops the server.
+k=5 and explain=true (and rerank=true when the bundle has an LLM ranker, manifest.llm.rerank), prints the
+list (final rank next to retrieval rank) and the answer, and stops the server. The demo waits for the LLM:
+its explanation and rerank deadlines are 3 minutes.
 """
 
 from __future__ import annotations
@@ -44,6 +46,21 @@ def test_user_history(preset: str, user: int, n: int) -> list[int]:
     return [int(i) for i in split.test_history[user][-n:]]
 
 
+def summary(answer: dict) -> str:  # type: ignore[type-arg]
+    """The list as a table: final rank, rank after retrieval alone (differs where the LLM reranked)."""
+    status = answer["rerank_status"]
+    note = {"ok": "reranked by the bundle's LLM ranker", "disabled": "retrieval order"}.get(status, "fell back to the retrieval order")
+    lines = [f"rerank_status: {status} ({note}; rerank {answer['timings_ms']['rerank']:.0f} ms), "
+             f"explanation_status: {answer['explanation_status']}", "rank  retrieval rank  item  title  (+n: the LLM moved it up n places)"]  # fmt: skip
+    for it in answer["items"]:
+        moved = it["retrieval_rank"] - it["rank"]
+        arrow = f" ({'+' if moved > 0 else ''}{moved})" if moved else ""
+        lines.append(f"{it['rank']:>4}  {it['retrieval_rank']:>14}{arrow:<5} {it['item_id']:>5}  {it['title']}")
+        if it["explanation"]:
+            lines.append(f"{'':>27}{it['explanation']}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", default="bundles/current")
@@ -53,11 +70,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--llm-backend", default="auto", help="auto (vLLM when installed), vllm or transformers")
     args = parser.parse_args()
+    from recbundle import load_manifest
+
     history = test_user_history(args.preset, args.user, args.history)
+    rerank = load_manifest(Path(args.bundle), verify=False).llm.rerank is not None
     port = _free_port()
     env = {**os.environ, "SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_PORT": str(port),
            "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
-           "SEQREC_LOG_LEVEL": "warning"}
+           "SEQREC_RERANK_DEADLINE_MS": "180000", "SEQREC_LOG_LEVEL": "warning"}
     server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -71,13 +91,16 @@ def main() -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the service did not become ready; see its log above")
             time.sleep(1)
-        answer = _request(base + "/v1/recommend", {"history": history, "k": args.k, "explain": True})
+        body = {"history": history, "k": args.k, "explain": True, **({"rerank": True} if rerank else {})}
+        answer = _request(base + "/v1/recommend", body)
         titles = [_request(f"{base}/v1/items/{i}")["title"] for i in history[-5:]]
     finally:
         server.terminate()
         server.wait(30)
-    print(f"\nPOST /v1/recommend  (test user {args.user}: {len(history)} most recent items, k={args.k}, explain=true)")
+    flags = "explain=true" + (", rerank=true" if rerank else "")
+    print(f"\nPOST /v1/recommend  (test user {args.user}: {len(history)} most recent items, k={args.k}, {flags})")
     print("recent history: " + "; ".join(titles))
+    print(summary(answer))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
 
 

@@ -14,6 +14,7 @@ import torch
 
 from service.core.explain import Explainer
 from service.core.recommender import Recommender
+from service.core.rerank import Reranker
 from service.core.serving import RecommendService
 from service.errors import StoreUnavailable
 from service.index.bundle import Bundle, load_bundle
@@ -61,6 +62,18 @@ def make_explainer(
     )  # fmt: skip
 
 
+async def make_reranker(settings: Settings, llm: LoadedLLM, bundle: Bundle, metrics: Metrics) -> Reranker:
+    reranker = Reranker(
+        llm.backend, llm.status, bundle.manifest.llm.rerank, bundle.catalogue, metrics,
+        deadline_ms=settings.rerank_deadline_ms, candidates=settings.rerank_candidates,
+        default=settings.rerank_default,
+    )  # fmt: skip
+    await reranker.warm_up()  # before traffic: the first request would pay for loading the adapter
+    log = logger.error if reranker.state == "failing" else logger.info
+    log("rerank stage %s: %s", reranker.state, reranker.detail)
+    return reranker
+
+
 def make_recommender(settings: Settings, bundle: Bundle, metrics: Metrics) -> Recommender:
     return Recommender(
         bundle, metrics, fanout=settings.retrieval_fanout,
@@ -104,8 +117,9 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         recommender = make_recommender(settings, bundle, metrics)
         await recommender.start()
         stack.push_async_callback(recommender.close)
+        reranker = await make_reranker(settings, llm, bundle, metrics)
         serving = RecommendService(
-            recommender, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
+            recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
         )
         # Everything loaded so far lives for the whole process: keep it out of the cyclic GC's scans,
         # whose full collections otherwise show up as latency spikes under load.

@@ -83,6 +83,22 @@ class Settings(BaseSettings):
     explain_history_items: int = Field(default=5, ge=1, description="recent history titles cited in a prompt")
     explain_cache_ttl_s: int = Field(default=24 * 3600, ge=1)
 
+    # LLM rerank stage (DELRec; the bundle's `llm.rerank` spec says how its LLM ranks)
+    rerank_default: bool | None = Field(
+        default=None,
+        description="rerank when a request does not say; unset: yes when the bundle has a rerank spec",
+    )
+    rerank_candidates: int | None = Field(
+        default=None, ge=2, le=26,
+        description="retrieved candidates the LLM reranks; unset: the bundle's n_candidates (also the cap)",
+    )  # fmt: skip
+    # 3 s: one rerank (20 candidates, ~530 tokens, SmolLM2 fp32) at concurrency 1 on the 2 shared cores took
+    # p50 1.7-2.2 s, p99 2.1-3.1 s on both backends (scripts/bench_rerank.py); it also caps what the stage adds
+    # when the engine is overloaded. A faster engine (GPU) wants a much smaller budget.
+    rerank_deadline_ms: int = Field(
+        default=3000, ge=1, description="past it the retrieval order is served (rerank_status timeout)"
+    )
+
     # HTTP
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     host: str = "127.0.0.1"

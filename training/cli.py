@@ -103,27 +103,17 @@ def _p2rec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str
     return 0
 
 
-def _delrec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
-    from training.llm.delrec import chain, report
+def _llm_method(method: str, args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
+    """`delrec` / `relrec`: run the method's chain, print its table, then publish and export on request."""
+    import importlib
+
     from training.pipeline import output_dir
 
+    chain = importlib.import_module(f"training.llm.{method}.chain")
+    report = importlib.import_module(f"training.llm.{method}.report")
     run = chain.run_chain(cfg, ds, split, command)
-    print(f"\n## {cfg.name}: DELRec, mean ± std over seeds {cfg.eval.seeds}\n")
-    print(run.report["table"])
-    print(f"report: {output_dir(cfg) / report.REPORT_NAME}")
-    if args.publish:
-        print("published:", *map(str, report.publish(cfg, Path(args.publish))))
-    if args.export_to:
-        print(f"bundle: {chain.export(run, ds, split, Path(args.export_to))}")
-    return 0
-
-
-def _relrec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str) -> int:
-    from training.llm.relrec import chain, report
-    from training.pipeline import output_dir
-
-    run = chain.run_chain(cfg, ds, split, command)
-    print(f"\n## {cfg.name}: ReLRec, mean ± std over seeds {cfg.eval.seeds}; labels: {run.report['label_source']}\n")
+    labels = f"; labels: {run.report['label_source']}" if "label_source" in run.report else ""
+    print(f"\n## {cfg.name}: {method}, mean ± std over seeds {cfg.eval.seeds}{labels}\n")
     print(run.report["table"])
     print(f"report: {output_dir(cfg) / report.REPORT_NAME}")
     if args.publish:
@@ -158,10 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         print(pipeline.format_stats(ds))
         return 0
-    methods = {"p2rec": _p2rec, "delrec": _delrec, "relrec": _relrec}
-    if args.command in methods:
+    if args.command in ("p2rec", "delrec", "relrec"):
         command = shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])])
-        return methods[args.command](args, cfg, ds, split, command)
+        if args.command == "p2rec":
+            return _p2rec(args, cfg, ds, split, command)
+        return _llm_method(args.command, args, cfg, ds, split, command)
     if args.command == "export":
         print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))
         return 0

@@ -17,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(res: MaybeResourcesDep, metrics: MetricsDep) -> JSONResponse:
-    """Bundle, index, session store and LLM state; 503 while any of them is failing."""
+    """Bundle, index, session store, LLM and rerank stage state; 503 while any of them is failing."""
     report = await readiness(res)
     metrics.ready.set(1 if report.ready else 0)
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)

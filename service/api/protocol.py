@@ -37,19 +37,34 @@ class RecommendRequest(BaseModel):
     k: int = Field(10, ge=1, le=100, description="how many items to return")
     explain: bool = Field(False, description="generate a short explanation per item (LLM)")
     exclude_seen: bool = Field(True, description="never return items already in the history")
+    rerank: bool | None = Field(
+        None,
+        description="reorder the retrieved candidates with the bundle's LLM ranker (DELRec). null: the "
+        "service default (on when the bundle has a rerank spec). The LLM ranks the top N retrieved items "
+        "(N = the bundle's n_candidates, 20 by default); with k > N the items after them keep the retrieval "
+        "order. See rerank_status in the response",
+    )
 
 
 class RecommendedItem(BaseModel):
     item_id: int
     title: str
-    score: float
-    rank: int
+    score: float = Field(
+        description="retrieval score (inner product); for reranked items (rerank_status ok) the retrieval "
+        "score + lambda * the LLM's log-probability of the item, the order the LLM stage gave"
+    )
+    rank: int = Field(description="1-based position in this answer")
+    retrieval_rank: int = Field(
+        description="1-based position among the retrieved candidates, before the rerank stage; equals rank "
+        "when the list was not reranked"
+    )
     explanation: str | None = None
 
 
 class Timings(BaseModel):
     encode: float
     search: float
+    rerank: float
     explain: float
     total: float
 
@@ -62,6 +77,11 @@ class RecommendResponse(BaseModel):
     explanation_status: Literal["ok", "timeout", "disabled", "unavailable"] = Field(
         description="disabled: not requested or llm_backend=none; unavailable: the LLM failed; "
         "timeout: the deadline passed (ranking returned without the missing explanations)"
+    )
+    rerank_status: Literal["ok", "timeout", "error", "unavailable", "disabled"] = Field(
+        description="ok: reranked by the LLM; disabled: not requested, llm_backend=none, or the bundle has no "
+        "ranker; timeout / error / unavailable (the LLM failed to start or the bundle's ranker does not fit "
+        "it): the retrieval order was served"
     )
     degraded: bool = Field(
         False, description="the session store was unreachable; the inline history was used"

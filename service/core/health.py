@@ -26,5 +26,7 @@ async def readiness(res: Resources | None) -> ReadyResponse:
         components["sessions"] = ComponentState(status="failing", detail=e.message)
     llm_status = {"ok": "ok", "disabled": "disabled", "unavailable": "failing"}[res.llm.status]
     components["llm"] = ComponentState(status=llm_status, detail=res.llm.detail)  # type: ignore[arg-type]
+    reranker = res.serving.reranker
+    components["reranker"] = ComponentState(status=reranker.state, detail=reranker.detail)
     ready = all(c.status != "failing" for c in components.values())
     return ReadyResponse(ready=ready, bundle_id=b.bundle_id, components=components)

@@ -1,4 +1,5 @@
-"""Request-level logic behind the routes: resolve the history (inline and/or session), rank, explain."""
+"""Request-level logic behind the routes: resolve the history (inline and/or session), retrieve, rerank
+(LLM), explain."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from service.api.protocol import (
 )
 from service.core.explain import Explainer, Explanations, ExplanationStatus
 from service.core.history import Event, order_events, validate_ids
-from service.core.recommender import Ranking, Recommender
+from service.core.recommender import Recommender
+from service.core.rerank import Reranker
 from service.errors import InvalidHistory, ItemNotFound, SessionNotFound, StoreUnavailable
 from service.index.catalogue import Catalogue
 from service.metrics.registry import Metrics
@@ -37,6 +39,7 @@ class RecommendService:
     def __init__(
         self,
         recommender: Recommender,
+        reranker: Reranker,
         explainer: Explainer,
         store: SessionStore,
         catalogue: Catalogue,
@@ -45,6 +48,7 @@ class RecommendService:
         max_history: int,
     ) -> None:
         self.recommender = recommender
+        self.reranker = reranker
         self.explainer = explainer
         self.store = store
         self.catalogue = catalogue
@@ -91,12 +95,12 @@ class RecommendService:
         (model_construct included), a third of the route's own work; a test checks the shape stays valid.
         """
         start = time.perf_counter()
-        answer, history, ranking = await self._rank(req)
+        answer, history, item_ids = await self._rank(req)
         t_explain = time.perf_counter()
         texts: Explanations = {}
         status: ExplanationStatus = "disabled"
-        if req.explain and ranking.items:
-            texts, status = await self.explainer.explain(history, [i for i, _ in ranking.items])
+        if req.explain and item_ids:
+            texts, status = await self.explainer.explain(history, item_ids)
             self.metrics.stage.labels("explain").observe(time.perf_counter() - t_explain)
             for item in answer["items"]:
                 item["explanation"] = texts.get(item["item_id"])
@@ -110,35 +114,46 @@ class RecommendService:
         "pending"), then the explainer's events as each explanation is generated. Errors in the request
         raise before the first event, so they still get their 4xx."""
         start = time.perf_counter()
-        answer, history, ranking = await self._rank(req)
-        answer["explanation_status"] = "pending" if ranking.items else "disabled"
+        answer, history, item_ids = await self._rank(req)
+        answer["explanation_status"] = "pending" if item_ids else "disabled"
         answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             yield {"event": "ranking", "data": answer}
-            if ranking.items:
-                async for event in self.explainer.stream(history, [i for i, _ in ranking.items]):
+            if item_ids:
+                async for event in self.explainer.stream(history, item_ids):
                     yield event
 
         return events()
 
-    async def _rank(self, req: RecommendRequest) -> tuple[dict[str, Any], list[int], Ranking]:
+    async def _rank(self, req: RecommendRequest) -> tuple[dict[str, Any], list[int], list[int]]:
+        """(the answer without explanations, the history, the answer's item ids in order)."""
         history, degraded = await self.resolve_history(req)
-        ranking = await self.recommender.rank(history, req.k, req.exclude_seen)
+        status = self.reranker.plan(req.rerank)  # None: rerank
+        fetch = req.k if status is not None else max(req.k, self.reranker.n)
+        ranking = await self.recommender.rank(history, fetch, req.exclude_seen)
+        scored, retrieval_rank, rerank_ms = ranking.items, None, 0.0
+        if status is None:
+            reranked = await self.reranker.rerank(history, scored)
+            retrieval_rank = {i: r for r, (i, _) in enumerate(scored, 1)}
+            scored, status, rerank_ms = reranked.items[: req.k], reranked.status, reranked.ms
         titles = self.catalogue.title_of
         items = [
-            {"item_id": i, "title": titles[i], "score": s, "rank": r, "explanation": None}
-            for r, (i, s) in enumerate(ranking.items, 1)
-        ]
+            {"item_id": i, "title": titles[i], "score": s, "rank": r,
+             "retrieval_rank": retrieval_rank[i] if retrieval_rank else r, "explanation": None}
+            for r, (i, s) in enumerate(scored, 1)
+        ]  # fmt: skip
         answer = {
             "items": items,
             "session_id": req.session_id,
             "bundle_id": self.bundle_id,
-            "timings_ms": {"encode": ranking.encode_ms, "search": ranking.search_ms, "explain": 0.0, "total": 0.0},
+            "timings_ms": {"encode": ranking.encode_ms, "search": ranking.search_ms, "rerank": rerank_ms,
+                           "explain": 0.0, "total": 0.0},
             "explanation_status": "disabled",
+            "rerank_status": status,
             "degraded": degraded,
-        }
-        return answer, history, ranking
+        }  # fmt: skip
+        return answer, history, [i for i, _ in scored]
 
     async def add_events(self, session_id: str, events: HistoryInput) -> SessionResponse:
         history = await self.store.append(session_id, self.parse_events(events))

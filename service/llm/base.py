@@ -1,17 +1,22 @@
-"""The LLM backend interface the explainer (and the LLM reranker) talk to. Every call is async and
-honours a deadline (`time.monotonic()` value): past it generation stops, and a caller that gives up earlier
-cancels the call, which stops the work it started (vLLM aborts the request; transformers stops at the
-next token)."""
+"""The LLM backend interface the explainer and the LLM reranker talk to. Every call is async and honours a
+deadline (`time.monotonic()` value): past it generation stops, and a caller that gives up earlier cancels the
+call, which stops the work it started (vLLM aborts the request; transformers stops at the next token, and a
+queued label-scoring call never starts).
+
+Adapters are named as in the bundle (`manifest.llm.lora_adapters`): generation and `choose` use the
+"explain" adapter when the bundle has one (base weights otherwise); `score_labels` names its own."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from recbundle.rerank import render_chat
 
-__all__ = ["DeadlineExceeded", "Generation", "LLMBackend", "render_chat"]
+__all__ = ["EXPLAIN_ADAPTER", "DeadlineExceeded", "Generation", "LLMBackend", "render_chat"]
+
+EXPLAIN_ADAPTER = "explain"  # the bundle adapter (manifest.llm.lora_adapters) that explanations use
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,8 @@ class Generation:
 class LLMBackend(Protocol):
     name: str
     has_soft_prompt: bool  # the bundle's soft-prompt tensor is loaded (used by `choose(soft_prompt=True)`)
+    adapter_names: frozenset[str]  # LoRA adapters loaded, by bundle name
+    tokenizer: Any  # the model's Hugging Face tokenizer (prompts are rendered and labels tokenized with it)
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
         """A chat prompt in the model's own template, the assistant's answer starting with `prefix`."""
@@ -42,6 +49,15 @@ class LLMBackend(Protocol):
     async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
         """One of `choices`, decoded under a constraint that allows nothing else. `soft_prompt` prepends
         the bundle's soft-prompt vectors to the prompt's token embeddings (DELRec-style prompts)."""
+        ...
+
+    async def score_labels(
+        self, prompt: str, label_ids: list[int], deadline: float, *, soft_prompt: bool, adapter: str | None
+    ) -> list[float]:
+        """One forward pass over the prompt (behind the soft-prompt vectors with `soft_prompt`; with the
+        named adapter, or the base weights for None): the next-token log-probabilities of `label_ids` at
+        the last position, normalised over those tokens only (recbundle.rerank's scoring rule). Raises
+        DeadlineExceeded past `deadline`."""
         ...
 
     async def aclose(self) -> None: ...

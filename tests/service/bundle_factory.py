@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from recbundle import Manifest, write_manifest
+from recbundle import Manifest, RerankSpec, write_manifest
 from recbundle.manifest import EncoderRef, IndexRef
 
 GENRES = ["Comedy", "Drama", "Sci-Fi", "Horror", "Animation"]
@@ -139,10 +139,13 @@ def build_bundle(
     n_items: int | None = None,
     lora_adapter: Path | None = None,
     soft_prompt: np.ndarray | None = None,
+    rerank: RerankSpec | None = None,
+    rerank_adapter: Path | None = None,
 ) -> Manifest:
     """Write a complete bundle into `root` (created) and return its manifest. `n_items` > 50 repeats titles
-    with a suffix (for load tests). `lora_adapter` (a PEFT folder, copied in as the "explain" adapter) and
-    `soft_prompt` ((n_tokens, hidden) floats) go into the manifest's LLM reference."""
+    with a suffix (for load tests). `lora_adapter` (a PEFT folder, copied in as the "explain" adapter),
+    `soft_prompt` ((n_tokens, hidden) floats), `rerank` (the LLM ranker's spec) and `rerank_adapter` (copied
+    in as "llm/rerank", under the spec's adapter name) go into the manifest's LLM reference."""
     root.mkdir(parents=True, exist_ok=True)
     items = catalogue()
     n = n_items or len(items)
@@ -180,4 +183,8 @@ def build_bundle(
     if soft_prompt is not None:
         np.save(root / "soft_prompt.npy", soft_prompt.astype(np.float32))
         manifest.llm.soft_prompt = "soft_prompt.npy"
+    if rerank_adapter is not None:
+        shutil.copytree(rerank_adapter, root / "llm" / "rerank", dirs_exist_ok=True)
+        manifest.llm.lora_adapters[rerank.adapter if rerank and rerank.adapter else "rerank"] = "llm/rerank"
+    manifest.llm.rerank = rerank
     return write_manifest(root, manifest)

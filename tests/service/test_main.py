@@ -54,3 +54,18 @@ def test_openapi_docs(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     for path in ["/v1/recommend", "/v1/sessions/{session_id}/events", "/v1/items", "/v1/items/{item_id}"]:
         assert path in paths
+
+
+def test_openapi_documents_the_rerank_fields(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path in ("/v1/recommend", "/v1/recommend/stream"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        rerank = body["properties"]["rerank"]
+        assert {t.get("type") for t in rerank["anyOf"]} == {"boolean", "null"} and "n_candidates" in rerank["description"]
+    response = schemas["RecommendResponse"]
+    assert "rerank_status" in response["required"]
+    assert set(response["properties"]["rerank_status"]["enum"]) == {"ok", "timeout", "error", "unavailable", "disabled"}
+    assert "rerank" in schemas["Timings"]["required"]
+    item = schemas["RecommendedItem"]["properties"]
+    assert "retrieval_rank" in item and "lambda" in item["score"]["description"]

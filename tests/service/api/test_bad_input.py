@@ -107,3 +107,14 @@ def test_items_bad_input(client: TestClient) -> None:
 def test_unknown_route_and_method(client: TestClient) -> None:
     assert client.get("/v1/nope").status_code == 404
     assert client.get("/v1/recommend").status_code == 405
+
+
+@pytest.mark.parametrize("value", ["maybe", 2, [True], {"on": True}])
+def test_rerank_must_be_a_boolean_or_null(client: TestClient, value: object) -> None:
+    err = error(client.post("/v1/recommend", json={"history": [1], "rerank": value}), 422)
+    assert err["code"] == "invalid_request" and err["details"][0]["field"] == "rerank"
+
+
+def test_rerank_without_a_ranker_in_the_bundle_is_served_unreranked(client: TestClient) -> None:
+    body = client.post("/v1/recommend", json={"history": [1], "k": 3, "rerank": True}).json()
+    assert body["rerank_status"] == "disabled" and len(body["items"]) == 3

@@ -16,7 +16,7 @@ def test_readyz_reports_every_component(redis_client: TestClient) -> None:
     body = r.json()
     assert body["ready"] is True and body["bundle_id"] == "test-meanpool-0000"
     states = {name: c["status"] for name, c in body["components"].items()}
-    assert states == {"bundle": "ok", "index": "ok", "sessions": "ok", "llm": "disabled"}
+    assert states == {"bundle": "ok", "index": "ok", "sessions": "ok", "llm": "disabled", "reranker": "disabled"}
     assert body["components"]["sessions"]["detail"] == "redis"
 
 

@@ -17,7 +17,9 @@ def test_recommend_returns_ranked_items(client: TestClient) -> None:
     assert not {1, 2, 3} & {it["item_id"] for it in body["items"]}
     assert body["explanation_status"] == "disabled"
     assert all(it["explanation"] is None for it in body["items"])
-    assert set(body["timings_ms"]) == {"encode", "search", "explain", "total"}
+    assert set(body["timings_ms"]) == {"encode", "search", "rerank", "explain", "total"}
+    assert body["rerank_status"] == "disabled"  # the fixture bundle has no rerank spec
+    assert [it["retrieval_rank"] for it in body["items"]] == [1, 2, 3, 4, 5]
     assert body["session_id"] is None and body["degraded"] is False
 
 

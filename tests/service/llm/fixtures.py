@@ -1,8 +1,10 @@
-"""Real-model test material: a LoRA adapter with random non-zero weights and a soft-prompt tensor."""
+"""Real-model test material: a LoRA adapter with random non-zero weights, a soft-prompt tensor, and the
+brute-force label log-likelihoods that label scoring must reproduce."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,3 +32,23 @@ def make_soft_prompt(path: Path, n_tokens: int = 8, hidden: int = 576, seed: int
     """(n_tokens, hidden) vectors at about the scale of SmolLM2's token embeddings."""
     np.save(path, (np.random.default_rng(seed).standard_normal((n_tokens, hidden)) * 0.14).astype(np.float32))
     return path
+
+
+def label_logprobs(model_dir: Path, adapter: Path | None, soft: Path | None, text: str, labels: list[int]) -> list[float]:
+    """Brute-force label log-likelihoods: the plain model in fp32, inputs_embeds = [soft; token embeddings],
+    full softmax at the last position, restricted to the labels and renormalised over them."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        x = model.get_input_embeddings()(torch.tensor(ids))
+        if soft is not None:
+            x = torch.cat([torch.from_numpy(np.load(soft)), x])
+        logp = model.eval()(inputs_embeds=x[None]).logits[0, -1].float().log_softmax(-1)
+    chosen = logp[labels]
+    return (chosen - chosen.logsumexp(-1)).tolist()

