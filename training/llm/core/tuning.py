@@ -26,7 +26,7 @@ import logging
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -54,6 +54,16 @@ class TuneConfig:
     max_steps: int | None = None  # per epoch; None = one pass over the `steps_from` task
     steps_from: str | None = None  # the task whose pass is an epoch; None = the largest task
     seed: int = 0
+
+    def cache_key(self) -> dict[str, Any]:
+        """The fields for a stage's cache key. Fields added after stages were first cached are left out
+        while unset, so adding an option does not throw away finished (hours-long) stages; the same rule
+        as the SR models' folder hashes (training/pipeline.py `_model_hash`)."""
+        key = asdict(self)
+        for name in ("steps_from",):
+            if key[name] is None:
+                key.pop(name)
+        return key
 
 
 @dataclass

@@ -73,7 +73,7 @@ def stage1(cfg: DelRecConfig, seed: int, split: Split, q: Questions, titles: lis
            teacher: SequentialRecommender, inputs_fp: str, root: Path) -> Path:
     key = {"enc": asdict(cfg.encoder()) | {"device": None}, "spec": cfg.spec().model_dump(), "n_soft": cfg.n_soft_tokens,
            "rps": [cfg.rps_teacher_k, cfg.rps_hints], "per_user": cfg.stage1_examples_per_user,
-           "tune": asdict(cfg.stage1(seed)), "max_users": cfg.max_users, "valid_users": cfg.valid_users}
+           "tune": cfg.stage1(seed).cache_key(), "max_users": cfg.max_users, "valid_users": cfg.valid_users}
 
     def compute(d: Path) -> None:
         model, tok = load_base(cfg.encoder())
@@ -100,7 +100,7 @@ def stage2(cfg: DelRecConfig, seed: int, split: Split, q: Questions, titles: lis
            s1: Path | None, inputs_fp: str, root: Path) -> Path:
     key = {"enc": asdict(cfg.encoder()) | {"device": None}, "spec": cfg.spec().model_dump(),
            "lora": asdict(cfg.lora()), "kind": cfg.lora_kind, "per_user": cfg.stage2_examples_per_user,
-           "tune": asdict(cfg.stage2(seed)), "max_users": cfg.max_users, "valid_users": cfg.valid_users,
+           "tune": cfg.stage2(seed).cache_key(), "max_users": cfg.max_users, "valid_users": cfg.valid_users,
            "stage1": fingerprint_of(s1) if s1 is not None else None}
 
     def compute(d: Path) -> None:
