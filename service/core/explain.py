@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from recbundle.rerank import PLACEHOLDER_TITLES
 from service.core.history import history_key
 from service.core.prompts import SYSTEM, answer_prefix, user_prompt
 from service.core.titles import TitleGuard
@@ -160,7 +161,10 @@ class Explainer:
 
     def anchor(self, history: list[int], item_id: int) -> int:
         """The history item closest to `item_id` by inner product of item embeddings (the most recent one
-        when the bundle has no embeddings to compare)."""
+        when the bundle has no embeddings to compare). Items with a placeholder title (ML-100K's "unknown")
+        are never anchors unless the history holds nothing else: "Because you liked "unknown"" helps no one."""
+        titled = [i for i in history if self.catalogue.title_of[i].strip().lower() not in PLACEHOLDER_TITLES]
+        history = titled or history
         if self.item_embeddings is None:
             return history[-1]
         candidates = list(dict.fromkeys(history))
@@ -190,7 +194,9 @@ class Explainer:
                 parts.append(piece)
                 await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": piece}})
             self.metrics.llm_tokens.inc(len(parts) - 1)  # pieces, roughly tokens
-            text = complete_sentences(" ".join(p.strip() for p in parts if p.strip()))
+            # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
+            # pieces split words, "categor ies"), the same way as the JSON route joins prefix and text
+            text = complete_sentences(f"{prefix} {''.join(parts[1:]).strip()}")
             final = text if self.grounded(history, item_id, text) and time.monotonic() < deadline else None
             if final is not None:
                 await self._remember(history, {item_id: final})

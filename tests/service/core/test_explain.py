@@ -39,9 +39,11 @@ class FakeBackend:
         )
 
     async def stream(self, prompt: str, max_new_tokens: int, deadline: float) -> AsyncIterator[str]:
-        for word in self.reply(prompt, False).split():
+        # pieces as a tokenizer cuts them: leading spaces kept, words split ("Frank" + "enstein")
+        text = " " + self.reply(prompt, False)
+        for start in range(0, len(text), 4):
             await asyncio.sleep(self.delay_s)
-            yield word
+            yield text[start : start + 4]
 
     async def choose(self, prompt: str, choices: list[str], deadline: float, soft_prompt: bool = False) -> str:
         return choices[-1]
@@ -180,6 +182,28 @@ def test_stream_gives_pieces_then_checked_finals_then_done(catalogue: Catalogue)
     # finals were cached: the same request streams them at once, marked cached
     again = asyncio.run(_events(explainer, [1], [2, 3]))
     assert all(e["data"].get("cached") for e in again if e["event"] == "explanation")  # type: ignore[union-attr]
+
+
+def test_streamed_final_text_equals_the_json_routes_text(catalogue: Catalogue) -> None:
+    """Pieces are joined exactly as produced (no space inside a word), the same way as the JSON route."""
+    backend = FakeBackend(lambda p, s: f"you will enjoy {recommended_title(p)}, with its categories.")
+    streamed, _ = make(catalogue, backend)
+    events = asyncio.run(_events(streamed, [1, 2], [3]))
+    final = next(e["data"]["text"] for e in events if e["event"] == "explanation")  # type: ignore[index]
+    json_route, _ = make(catalogue, backend)
+    texts, _ = asyncio.run(json_route.explain([1, 2], [3]))
+    assert final == texts[3] == (
+        'Because you liked "Annie Hall (1977)", you will enjoy Young Frankenstein (1974), with its categories.'
+    )
+
+
+def test_placeholder_titles_are_never_anchors() -> None:
+    from service.index.catalogue import Item
+
+    items = [Item(item_id=1, title="Heat (1995)"), Item(item_id=2, title="unknown"), Item(item_id=3, title="Fargo (1996)")]
+    explainer, _ = make(Catalogue(items), None, embeddings=np.array([[0, 0], [1, 0], [0, 5], [0, 1]], dtype=np.float32))
+    assert explainer.anchor([1, 2], 3) == 1  # "unknown" is closer, but not a title to cite
+    assert explainer.anchor([2], 3) == 2  # nothing else to cite: the placeholder is kept
 
 
 def test_stream_drops_a_text_naming_a_foreign_title(catalogue: Catalogue) -> None:
