@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from recbundle.rerank import render_chat
 
-__all__ = ["EXPLAIN_ADAPTER", "DeadlineExceeded", "Generation", "LLMBackend", "render_chat"]
+__all__ = ["EXPLAIN_ADAPTER", "DeadlineExceeded", "check_score_request", "Generation", "LLMBackend", "render_chat"]
 
 EXPLAIN_ADAPTER = "explain"  # the bundle adapter (manifest.llm.lora_adapters) that explanations use
 
@@ -61,6 +61,14 @@ class LLMBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def check_score_request(soft_prompt: bool, has_soft_prompt: bool, adapter: str | None, loaded: set[str] | frozenset[str]) -> None:
+    """The argument checks every backend's `score_labels` makes before any work."""
+    if soft_prompt and not has_soft_prompt:
+        raise ValueError("this backend has no soft prompt: the bundle names none")
+    if adapter is not None and adapter not in loaded:
+        raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {sorted(loaded)})")
 
 
 class DeadlineExceeded(Exception):

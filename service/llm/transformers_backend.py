@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, render_chat
+from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
 from service.llm.label_scoring import ScoreJob, ScoreQueue, score_rows
 from service.llm.soft_prompt import load_soft_prompt
 
@@ -171,10 +171,7 @@ class TransformersBackend:
     async def score_labels(
         self, prompt: str, label_ids: list[int], deadline: float, *, soft_prompt: bool, adapter: str | None
     ) -> list[float]:
-        if soft_prompt and self.soft_prompt is None:
-            raise ValueError("this backend has no soft prompt: the bundle names none")
-        if adapter is not None and adapter not in self.adapter_names:
-            raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {sorted(self.adapter_names)})")
+        check_score_request(soft_prompt, self.soft_prompt is not None, adapter, set(self.adapter_names))
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
         job = ScoreJob(ids, list(label_ids), soft_prompt, adapter, deadline, future)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from recbundle.rerank import log_softmax
-from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, render_chat
+from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
 from service.llm.soft_prompt import load_soft_prompt
 from service.llm.vllm_lora import EngineLoRAs, plan_loras
 
@@ -231,10 +231,7 @@ class VLLMBackend:
     async def score_labels(
         self, prompt: str, label_ids: list[int], deadline: float, *, soft_prompt: bool, adapter: str | None
     ) -> list[float]:
-        if soft_prompt and self.soft_prompt is None:
-            raise ValueError("this backend has no soft prompt: the bundle names none")
-        if adapter is not None and adapter not in self.loras:
-            raise ValueError(f"adapter {adapter!r} is not loaded (loaded: {sorted(self.loras)})")
+        check_score_request(soft_prompt, self.soft_prompt is not None, adapter, set(self.loras))
         from vllm.sampling_params import RequestOutputKind
 
         # raw log-probs of exactly the label tokens (module docstring), renormalised over them below

@@ -75,7 +75,7 @@ def _seed_rows(dcfg: DelRecConfig, q: Questions, teacher_s: dict[str, np.ndarray
     lam, sweep = ev.choose_lambda(teacher_s["valid"], llm["valid"], q.valid, dcfg.blend_lambdas)
     lam_serve, sweep_serve = ev.choose_lambda(teacher_s["retrieval_valid"], llm["retrieval_valid"],
                                               q.retrieval_valid, dcfg.blend_lambdas, metric="HR@1")
-    rt = [it for it in q.retrieval_test]
+    rt = q.retrieval_test
     rows = {"stage2_only": ev.cand_metrics(ablation["test"], q.test)} if ablation is not None else {}
     return rows | {
         "delrec": ev.cand_metrics(llm["test"], q.test),

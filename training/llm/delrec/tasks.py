@@ -85,11 +85,8 @@ def ta_items(split: Split, users: np.ndarray, per_user: int, n_cand: int, seed: 
     for u in users:
         seq = split.train[u]
         known = set(seq.tolist())
-        for t in _positions(seq, 4, per_user, rng):
-            if t + 1 > len(seq) - 1:  # the item after the hidden one must be a training item too
-                t = len(seq) - 2
-            if t < 3:
-                continue
+        # cut points t < len - 1: the item after the hidden one must be a training item too
+        for t in _positions(seq[:-1], 4, per_user, rng):
             target, nxt = int(seq[t]), int(seq[t + 1])
             j = int(rng.integers(0, t - 1))  # worked example: an earlier consecutive pair
             fields = {"example_item": f"#{seq[j]}", "example_next": f"#{seq[j + 1]}", "next_item": f"#{nxt}"}
