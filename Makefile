@@ -27,15 +27,20 @@ venv: $(STAMP)
 # DELRec's quick preset reuses the ML-100K teacher (ML-100K only); DELREC_PRESET= skips it.
 # P2Rec's quick preset (~12 min more on 2 cores) runs when asked: make demo P2REC_PRESET=p2rec-quick
 DELREC_PRESET ?= $(if $(filter ml-100k,$(PRESET)),delrec-quick,)
+# ReLRec's quick preset (ML-100K) tunes the explainer; its bundle carries DELRec's rerank stage when that ran
+RELREC_PRESET ?= $(if $(filter ml-100k,$(PRESET)),relrec-quick,)
 P2REC_PRESET ?=
 
 # data -> 3 models x 3 seeds -> report -> bundle; [P2Rec quick -> its bundle]; then (ML-100K) DELRec quick:
 # soft prompt distilled from the SASRec teacher, LoRA ranking fine-tune, report -> a bundle whose LLM reranks;
-# then the service on the last bundle exported -> one real answer, reranked, with explanations
+# then (ML-100K) ReLRec quick: item pseudo-labels, multi-task LoRA -> a bundle that reranks (DELRec's stage,
+# carried over) and explains with the tuned explainer; then the service on it -> one real answer, reranked,
+# with explanations
 demo: $(STAMP)
 	$(PY) -m training run --preset $(PRESET) --export-to bundles
 	$(if $(P2REC_PRESET),$(PY) -m training p2rec --preset $(P2REC_PRESET) --export-to bundles)
 	$(if $(DELREC_PRESET),$(PY) -m training delrec --preset $(DELREC_PRESET) --export-to bundles)
+	$(if $(RELREC_PRESET),$(PY) -m training relrec --preset $(RELREC_PRESET) --export-to bundles $(if $(DELREC_PRESET),--rerank-from bundles/current))
 	$(PY) scripts/demo.py --bundle $(BUNDLE) --preset $(PRESET)
 
 serve: $(STAMP)

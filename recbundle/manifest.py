@@ -100,6 +100,15 @@ def _bundle_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
 
 
+def llm_identity(manifest: Manifest) -> str:
+    """A short hash of what writes a bundle's LLM text: the `llm` reference and the checksums of its files
+    (adapters, soft prompt, labels). Bundle ids hash the retrieval model only, so two bundles with the same
+    encoder and different adapters share an id; caches of generated text key on this as well."""
+    files = {k: v.sha256 for k, v in manifest.files.items() if k.startswith("llm/")}
+    body = json.dumps({"llm": manifest.llm.model_dump(mode="json"), "files": files}, sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
 def write_manifest(root: Path, manifest: Manifest) -> Manifest:
     """Checksum every file under `root` into the manifest and write manifest.json."""
     files = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from recbundle import llm_identity
 from service.core.explain import Explainer
 from service.core.recommender import Recommender
 from service.core.rerank import Reranker
@@ -58,7 +59,8 @@ def make_explainer(
         llm.backend, llm.status, store, bundle.catalogue, bundle.bundle_id, metrics,
         deadline_ms=settings.explain_deadline_ms, max_new_tokens=settings.explain_max_new_tokens,
         history_items=settings.explain_history_items, cache_ttl_s=settings.explain_cache_ttl_s,
-        item_embeddings=bundle.item_embeddings,
+        item_embeddings=bundle.item_embeddings, item_labels=bundle.item_labels,
+        llm_id=llm_identity(bundle.manifest),
     )  # fmt: skip
 
 

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "relrec":
             p.add_argument("--export-to", help="also export the bundle (teacher + best seed's explain adapter) here")
             p.add_argument("--publish", help="also copy the report as relrec-<preset>.md/.json into this folder")
+            p.add_argument("--rerank-from", help="carry this bundle's LLM rerank stage (DELRec) into the exported "
+                           "bundle; it must share the retrieval model and base LLM (make demo: bundles/current)")
         if name == "export":
             p.add_argument("--model", help="model to export (default: the preset's teacher)")
             p.add_argument("--seed", type=int, help="training seed to export (default: best validation NDCG@10)")
@@ -119,7 +121,8 @@ def _llm_method(method: str, args: argparse.Namespace, cfg: Any, ds: Any, split:
     if args.publish:
         print("published:", *map(str, report.publish(cfg, Path(args.publish))))
     if args.export_to:
-        print(f"bundle: {chain.export(run, ds, split, Path(args.export_to))}")
+        extra = {"rerank_from": Path(args.rerank_from)} if getattr(args, "rerank_from", None) else {}
+        print(f"bundle: {chain.export(run, ds, split, Path(args.export_to), **extra)}")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""Explanations for a ranked list: cached per (bundle, history, item), generated in one batch under a
-per-request deadline, and post-checked so that a text names no catalogue title outside the user's history
-and the recommended item (regenerate once with sampling, else drop). `stream` gives the same texts piece
-by piece for the SSE route."""
+"""Explanations for a ranked list: cached per (bundle, LLM, prompt version, history, item), generated in one
+batch under a per-request deadline, and post-checked (regenerate once with sampling, else drop): a text must
+name no catalogue title outside the user's history and the recommended item (titles.py), and every catalogue
+category it claims must be true of the item it is said of (attributes.py). `stream` gives the same texts
+piece by piece for the SSE route; its final text is the JSON route's for the same request."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from recbundle.rerank import PLACEHOLDER_TITLES
+from service.core.attributes import AttributeGuard
 from service.core.history import history_key
-from service.core.prompts import SYSTEM, answer_prefix, user_prompt
+from service.core.prompts import PROMPT_VERSION, SYSTEM, answer_prefix, user_prompt
 from service.core.titles import TitleGuard
 from service.errors import StoreUnavailable
 from service.index.catalogue import Catalogue
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 ExplanationStatus = Literal["ok", "timeout", "disabled", "unavailable"]
 Explanations = dict[int, str | None]
+Refusal = Literal["empty", "foreign_title", "false_attribute"]
 
 
 class _DeadlineHit(Exception):
@@ -59,7 +62,13 @@ class Explainer:
         history_items: int,
         cache_ttl_s: int,
         item_embeddings: np.ndarray | None = None,
+        item_labels: dict[int, str] | None = None,
+        on_attempt: Callable[[int, list[int], Explanations], None] | None = None,
+        llm_id: str = "",
     ) -> None:
+        """`llm_id`: what writes the texts (recbundle.llm_identity), part of the cache key.
+        `on_attempt(attempt, history, texts)` sees every generation pass before the post-check (attempt 0
+        greedy, 1 the sampled retry): the explanation report measures the raw texts through it."""
         self.backend = backend
         self.availability: ExplanationStatus = availability if backend is None else "ok"
         self.store = store
@@ -71,10 +80,15 @@ class Explainer:
         self.history_items = history_items
         self.cache_ttl_s = cache_ttl_s
         self.guard = TitleGuard(catalogue.titles())
+        self.attributes = AttributeGuard(catalogue.categories(), self.guard)
         self.item_embeddings = item_embeddings
+        self.item_labels = item_labels or {}
+        self.on_attempt = on_attempt
+        # the cache key names what wrote the text: bundle, its LLM and adapters, backend, prompt version
+        self._key_prefix = f"expl:{bundle_id}:{llm_id}:{backend.name if backend else '-'}:p{PROMPT_VERSION}"
 
     def _key(self, history: list[int], item_id: int) -> str:
-        return f"expl:{self.bundle_id}:{history_key(history)}:{item_id}"
+        return f"{self._key_prefix}:{history_key(history)}:{item_id}"
 
     async def explain(
         self, history: list[int], item_ids: list[int]
@@ -125,25 +139,41 @@ class Explainer:
             if time.monotonic() >= deadline:
                 raise _DeadlineHit
             texts = await self._generate(history, pending, deadline, sample=attempt > 0)
-            pending = []
+            if self.on_attempt is not None:
+                self.on_attempt(attempt, history, texts)
+            pending, refused = [], []
             for item_id, text in texts.items():
-                if self.grounded(history, item_id, text):
+                refusal = self.refusal(history, item_id, text)
+                if refusal is None:
                     out[item_id] = text
                 else:
                     pending.append(item_id)
+                    refused.append(refusal)
             if not pending:
                 break
-        self.metrics.explain_dropped.inc(len(pending))
+        for reason in refused:  # the last attempt's reasons: those are the texts that were dropped
+            self.metrics.explain_dropped.labels(reason).inc()
         return out
 
-    def grounded(self, history: list[int], item_id: int, text: str | None) -> bool:
-        return bool(text) and not self.guard.foreign_titles(text or "", set(history) | {item_id})
+    def refusal(self, history: list[int], item_id: int, text: str | None) -> Refusal | None:
+        """Why the post-check refuses `text` as an explanation of `item_id` for `history`, or None."""
+        if not text:
+            return "empty"
+        allowed = set(history) | {item_id}
+        if self.guard.foreign_titles(text, allowed):
+            return "foreign_title"
+        prefix = answer_prefix(self.catalogue[self.anchor(history, item_id)])
+        prefix_end = len(prefix) if text.startswith(prefix) else 0
+        if self.attributes.false_claims(text, item_id, allowed, prefix_end):
+            return "false_attribute"
+        return None
 
     def prompt(self, backend: LLMBackend, history: list[int], item_id: int) -> tuple[str, str]:
         """(chat prompt, answer prefix) for one recommended item."""
         recent = [self.catalogue[i] for i in history[-self.history_items :]]
         prefix = answer_prefix(self.catalogue[self.anchor(history, item_id)])
-        return backend.render(SYSTEM, user_prompt(recent, self.catalogue[item_id]), prefix), prefix
+        user = user_prompt(recent, self.catalogue[item_id], self.item_labels)
+        return backend.render(SYSTEM, user, prefix), prefix
 
     async def _generate(
         self, history: list[int], item_ids: list[int], deadline: float, sample: bool
@@ -197,7 +227,10 @@ class Explainer:
             # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
             # pieces split words, "categor ies"), the same way as the JSON route joins prefix and text
             text = complete_sentences(f"{prefix} {''.join(parts[1:]).strip()}")
-            final = text if self.grounded(history, item_id, text) and time.monotonic() < deadline else None
+            refusal = self.refusal(history, item_id, text)
+            if refusal is not None:
+                self.metrics.explain_dropped.labels(refusal).inc()
+            final = text if refusal is None and time.monotonic() < deadline else None
             if final is not None:
                 await self._remember(history, {item_id: final})
             await events.put({"event": "explanation", "data": {"item_id": item_id, "text": final}})

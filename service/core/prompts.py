@@ -1,4 +1,6 @@
-"""The explanation prompt: the user's recent items by title, the recommended item's attributes."""
+"""The explanation prompt: the user's recent items by title and attributes, the recommended item's
+attributes (catalogue categories, brand, and the bundle's item pseudo-label when it has one, ReLRec).
+`PROMPT_VERSION` changes whenever the prompt does: it is part of the explanation cache key."""
 
 from __future__ import annotations
 
@@ -12,12 +14,17 @@ SYSTEM = (
 )
 
 
-def describe(item: Item) -> str:
+PROMPT_VERSION = 2
+
+
+def describe(item: Item, label: str | None = None) -> str:
     parts = [f'"{item.title}"']
     if item.categories:
         parts.append(f"(categories: {', '.join(item.categories)})")
     if item.brand:
         parts.append(f"by {item.brand}")
+    if label:
+        parts.append(f"(known for: {label})")
     return " ".join(parts)
 
 
@@ -28,10 +35,12 @@ def answer_prefix(anchor: Item) -> str:
     return f'Because you liked "{anchor.title}",'
 
 
-def user_prompt(recent: list[Item], recommended: Item) -> str:
-    history = "; ".join(describe(it) for it in recent)
+def user_prompt(recent: list[Item], recommended: Item, labels: dict[int, str] | None = None) -> str:
+    """`labels`: item id -> pseudo-label, for the items that have one."""
+    labels = labels or {}
+    history = "; ".join(describe(it, labels.get(it.item_id)) for it in recent)
     return (
         f"The user recently interacted with, oldest first: {history}.\n"
-        f"Recommended item: {describe(recommended)}.\n"
+        f"Recommended item: {describe(recommended, labels.get(recommended.item_id))}.\n"
         f'Explain why the user may like "{recommended.title}", naming at least one title they interacted with.'
     )

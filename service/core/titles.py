@@ -37,6 +37,12 @@ class TitleGuard:
         alternation = "|".join(re.escape(v) for v in sorted(owners, key=len, reverse=True))
         self._pattern = re.compile(rf"(?<!\w)(?:{alternation})(?!\w)", re.IGNORECASE) if owners else None
 
+    def spans(self, text: str) -> list[tuple[int, int, set[int]]]:
+        """(start, end, item ids carrying that title) of every title named in `text`, in text order."""
+        if self._pattern is None:
+            return []
+        return [(m.start(), m.end(), self._owners[m.group(0).lower()]) for m in self._pattern.finditer(text)]
+
     def mentions(self, text: str) -> dict[str, set[int]]:
         """Matched title text -> the item ids carrying that title."""
         if self._pattern is None:

@@ -5,8 +5,9 @@ Runs on a FAISS GPU index when the installed faiss has GPUs (`faiss.get_num_gpus
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ class Bundle:
     index: Any  # faiss.Index (CPU or GPU)
     item_embeddings: np.ndarray  # (n_items + 1, dim) float32, memory-mapped; row 0 = padding
     on_gpu: bool
+    item_labels: dict[int, str] = field(default_factory=dict)  # ReLRec's item pseudo-labels (llm.item_labels)
+    item_labels_source: str | None = None  # "reviews" or "metadata" (no reviews: genres, era, title words)
 
     @property
     def bundle_id(self) -> str:
@@ -82,6 +85,20 @@ def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
     return index, False
 
 
+def _load_item_labels(path: Path, n_items: int) -> tuple[dict[int, str], str | None]:
+    """{"source": ..., "items": {dense id: label}} -> (labels, source); BundleError on a malformed file."""
+    try:
+        body = json.loads(path.read_text())
+        labels = {int(k): str(v) for k, v in body["items"].items()}
+        source = body.get("source")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise BundleError(f"{path.name} is not an item-label file ({{source, items}}): {e}") from e
+    bad = [i for i in labels if not 1 <= i <= n_items]
+    if bad:
+        raise BundleError(f"{path.name} labels item ids outside 1..{n_items}: {bad[:5]}")
+    return labels, source
+
+
 def load_bundle(root: Path) -> Bundle:
     """Raises BundleError naming the file and the problem when anything does not match the manifest."""
     root = Path(root)
@@ -101,7 +118,12 @@ def load_bundle(root: Path) -> Bundle:
         raise BundleError(f"encoder dim {manifest.encoder.dim} != index dim {manifest.index.dim}")
     encoder = _load_encoder(root / manifest.encoder.path, manifest.encoder.max_len, manifest.encoder.dim)
     index, on_gpu = _load_index(root / manifest.index.path, manifest.n_items, manifest.index.dim)
+    labels: dict[int, str] = {}
+    source: str | None = None
+    if manifest.llm.item_labels:
+        labels, source = _load_item_labels(root / manifest.llm.item_labels, manifest.n_items)
     logger.info(
-        "loaded bundle %s: %d items, index %s", manifest.bundle_id, manifest.n_items, manifest.index.type
-    )
-    return Bundle(root, manifest, catalogue, encoder, index, emb, on_gpu)
+        "loaded bundle %s: %d items, index %s, %d item labels",
+        manifest.bundle_id, manifest.n_items, manifest.index.type, len(labels),
+    )  # fmt: skip
+    return Bundle(root, manifest, catalogue, encoder, index, emb, on_gpu, labels, source)

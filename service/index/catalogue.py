@@ -73,5 +73,8 @@ class Catalogue:
         hits.sort(key=lambda i: (not self._lower_titles[i].startswith(q), i))
         return [self[i] for i in hits[:limit]]
 
+    def categories(self) -> dict[int, list[str]]:
+        return {it.item_id: it.categories for it in self._items if it is not None}
+
     def titles(self) -> list[tuple[int, str]]:
         return [(it.item_id, it.title) for it in self._items if it is not None]

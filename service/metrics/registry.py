@@ -53,7 +53,9 @@ class Metrics:
             "seqrec_explanation_timeouts", "requests whose explanations missed the deadline", registry=r
         )
         self.explain_dropped = Counter(
-            "seqrec_explanations_dropped", "explanations dropped by the title post-check", registry=r
+            "seqrec_explanations_dropped",
+            "explanations dropped by the post-check, by reason (empty, foreign_title, false_attribute)",
+            ["reason"], registry=r,
         )
         self.rerank_fallback = Counter(
             "seqrec_rerank_fallback",

@@ -86,3 +86,35 @@ def test_a_dataset_without_reviews_reports_no_perplexity_and_names_the_fallback(
     assert figures["plain"]["explain_vs_base"]["mean"] == pytest.approx(-0.5)
     assert "n/a (no reviews)" in language_table(figures)
     assert "fallback labels from genres/era/title words" in label_source_text("metadata", "yake")
+
+
+def test_export_carries_another_bundles_rerank_stage(chain: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """`--rerank-from`: one bundle that reranks (DELRec's stage) and explains (ReLRec); make demo's bundle."""
+    import shutil
+
+    from recbundle import BundleError, RerankSpec, load_manifest, write_manifest
+
+    out, bundles, _ = chain
+    # a reranking bundle of the same retrieval model: this chain's bundle with a rerank stage added
+    src = (bundles / "current").resolve()
+    ranker = tmp_path / "ranker"
+    shutil.copytree(src, ranker)
+    shutil.copytree(ranker / "llm" / "explain", ranker / "llm" / "rerank")
+    m = load_manifest(ranker, verify=False)
+    spec = RerankSpec(adapter="rerank", n_candidates=20, history_items=5, blend_lambda=0.5, soft_prompt=False)
+    write_manifest(ranker, m.model_copy(update={"llm": m.llm.model_copy(update={
+        "lora_adapters": {**m.llm.lora_adapters, "rerank": "llm/rerank"}, "rerank": spec})}))
+    both = tmp_path / "both"
+    assert main(["relrec", "--preset", "relrec-tiny", "--output-dir", str(out), "--export-to", str(both),
+                 "--rerank-from", str(ranker)]) == 0
+    got = load_manifest((both / "current").resolve())
+    assert got.llm.lora_adapters == {"explain": "llm/explain", "rerank": "llm/rerank"}
+    assert got.llm.rerank == spec and got.llm.item_labels == "llm/item_labels.json"
+    assert got.files["llm/rerank/adapter_model.safetensors"] == m.files["llm/explain/adapter_model.safetensors"]
+    # a bundle of another retrieval model is refused: its blend would mix two models' scores
+    emb = ranker / "item_embeddings.npy"
+    emb.write_bytes(emb.read_bytes()[:-4] + b"\0\0\0\1")
+    write_manifest(ranker, load_manifest(ranker, verify=False))
+    with pytest.raises(BundleError, match="another retrieval model"):
+        main(["relrec", "--preset", "relrec-tiny", "--output-dir", str(out), "--export-to", str(both),
+              "--rerank-from", str(ranker)])

@@ -117,7 +117,31 @@ def test_foreign_title_regenerates_once_then_drops(catalogue: Catalogue) -> None
         4: None,
     }
     assert backend.calls == [(2, False), (2, True)]
-    assert b"seqrec_explanations_dropped_total 1.0" in metrics.exposition()
+    assert b'seqrec_explanations_dropped_total{reason="foreign_title"} 1.0' in metrics.exposition()
+
+
+def test_a_false_genre_regenerates_once_then_drops(catalogue: Catalogue) -> None:
+    # items 1-10 are comedies and 31-40 horror (bundle_factory): "horror" said of a comedy is refused
+    def reply(prompt: str, sample: bool) -> str:
+        title = recommended_title(prompt)
+        if sample and title.startswith("Young"):
+            return f"{title} is another comedy."
+        return f"{title} is a classic horror film."
+
+    backend = FakeBackend(reply)
+    explainer, metrics = make(catalogue, backend)
+    texts, _ = asyncio.run(explainer.explain([1, 2], [3, 4]))
+    assert texts == {3: 'Because you liked "Annie Hall (1977)", Young Frankenstein (1974) is another comedy.', 4: None}
+    assert b'seqrec_explanations_dropped_total{reason="false_attribute"} 1.0' in metrics.exposition()
+    assert explainer.refusal([1, 2], 31, f'Because you liked "Annie Hall (1977)", {catalogue[31].title} is horror.') is None
+
+
+def test_prompt_carries_the_item_labels(catalogue: Catalogue) -> None:
+    explainer, _ = make(catalogue, FakeBackend(lambda p, s: "fine."))
+    explainer.item_labels = {3: "mel brooks; monster parody", 1: "new york; neurotic romance"}
+    prompt, prefix = explainer.prompt(explainer.backend, [1, 2], 3)  # type: ignore[arg-type]
+    assert "(known for: mel brooks; monster parody)" in prompt and "(known for: new york; neurotic romance)" in prompt
+    assert prefix == 'Because you liked "Annie Hall (1977)",'
 
 
 def test_deadline_returns_timeout(catalogue: Catalogue) -> None:

@@ -84,3 +84,24 @@ def test_index_stays_on_the_cpu_when_faiss_cannot_move_it_to_a_gpu(
     monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", refuse, raising=False)
     b = load_bundle(bundle_dir)
     assert not b.on_gpu and b.index.ntotal == b.n_items
+
+
+def _with_labels(root: Path, body: object) -> None:
+    (root / "llm").mkdir(exist_ok=True)
+    (root / "llm" / "item_labels.json").write_text(json.dumps(body))
+    m = load_manifest(root, verify=False)
+    write_manifest(root, m.model_copy(update={"llm": m.llm.model_copy(update={"item_labels": "llm/item_labels.json"})}))
+
+
+def test_item_labels_load_with_their_source(copy: Path) -> None:
+    _with_labels(copy, {"source": "metadata", "items": {"3": "comedy; 1970s; frankenstein", "41": "animation"}})
+    b = load_bundle(copy)
+    assert b.item_labels == {3: "comedy; 1970s; frankenstein", 41: "animation"} and b.item_labels_source == "metadata"
+
+
+@pytest.mark.parametrize(("body", "error"), [({"items": {"99": "x"}}, "outside 1..50"), ([1, 2], "not an item-label file"),
+                                             ({"source": "reviews"}, "not an item-label file")])
+def test_malformed_item_labels_are_refused(copy: Path, body: object, error: str) -> None:
+    _with_labels(copy, body)
+    with pytest.raises(BundleError, match=error):
+        load_bundle(copy)

@@ -19,7 +19,9 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from training import pipeline
 from training.config import REPO_ROOT, RunConfig
@@ -40,6 +42,9 @@ from training.llm.relrec.pipeline import (
     tune_stage,
 )
 from training.llm.relrec.quality import QualityConfig, label_quality
+
+if TYPE_CHECKING:
+    from recbundle import LLMRef
 
 log = logging.getLogger(__name__)
 ITEM_LABELS = "llm/item_labels.json"
@@ -123,10 +128,34 @@ def write_item_labels(labels: PseudoLabels, path: Path) -> Path:
     return path
 
 
-def export(run: RelRecRun, ds: SequenceDataset, split: Split, out: Path) -> Path:
+def rerank_stage(bundle: Path, embeddings_sha: str, base: str | None) -> tuple[LLMRef, dict[str, Path]]:
+    """The LLM rerank stage (DELRec: spec, adapter, soft prompt) of another bundle, to carry into this one.
+    Its scores blend with retrieval scores, so it must come from a bundle of the same retrieval model (the
+    same item-embedding file) and base LLM; anything else is refused with the reason."""
+    from recbundle import BundleError, LLMRef, load_manifest
+
+    bundle = bundle.resolve()  # `bundles/current` moves to the new bundle at its export
+    m = load_manifest(bundle, verify=True)
+    spec = m.llm.rerank
+    if spec is None:
+        raise BundleError(f"{bundle} has no LLM rerank stage (manifest.llm.rerank)")
+    theirs = m.files.get(m.index.embeddings_path)
+    if theirs is None or theirs.sha256 != embeddings_sha:
+        raise BundleError(f"{bundle} was exported from another retrieval model (its item embeddings differ); "
+                          "its rerank blend would mix scores of two models")
+    if m.llm.base != base:
+        raise BundleError(f"{bundle}'s reranker runs on base model {m.llm.base!r}, this bundle's on {base!r}")
+    files = [p for p in ([m.llm.lora_adapters.get(spec.adapter)] if spec.adapter else []) + [m.llm.soft_prompt] if p]
+    adapters = {spec.adapter: m.llm.lora_adapters[spec.adapter]} if spec.adapter else {}
+    return LLMRef(base=base, lora_adapters=adapters, soft_prompt=m.llm.soft_prompt, rerank=spec), \
+        {p: bundle / p for p in files}
+
+
+def export(run: RelRecRun, ds: SequenceDataset, split: Split, out: Path, rerank_from: Path | None = None) -> Path:
     """The service bundle: the teacher's encoder and index, the best seed's ReLRec adapter as "explain", and
-    the item pseudo-labels (`manifest.llm.item_labels`)."""
-    from recbundle import LLMRef
+    the item pseudo-labels (`manifest.llm.item_labels`). `rerank_from`: a bundle whose LLM rerank stage
+    (DELRec) this one carries too, so one bundle both reranks and explains (`make demo`)."""
+    from recbundle import LLMRef, sha256_file
     from training.export import export_bundle
     from training.llm.core.model import model_dir
 
@@ -135,10 +164,21 @@ def export(run: RelRecRun, ds: SequenceDataset, split: Split, out: Path) -> Path
     labels_file = write_item_labels(run.labels, pipeline.output_dir(run.cfg) / "relrec" / "item_labels.json")
     base = None if not run.rcfg.base_model else model_dir(run.rcfg.encoder())
     llm = LLMRef(base=base, lora_adapters={"explain": "llm/explain"}, item_labels=ITEM_LABELS)
+    extra = {"llm/explain": run.adapter, ITEM_LABELS: labels_file}
+    if rerank_from is not None:
+        emb = teacher.item_table().detach().float().numpy().copy()
+        emb[0] = 0.0
+        probe = pipeline.output_dir(run.cfg) / "relrec" / "item_embeddings.npy"
+        np.save(probe, emb)  # the file export_bundle writes, to compare with the other bundle's
+        carried, files = rerank_stage(Path(rerank_from), sha256_file(probe), base)
+        llm = llm.model_copy(update={"lora_adapters": {**llm.lora_adapters, **carried.lora_adapters},
+                                     "soft_prompt": carried.soft_prompt, "rerank": carried.rerank})
+        extra |= files
     seed_row = run.report["per_seed"][str(run.best_seed)]
     metrics = {"teacher_seed": run.teacher_seed, "relrec_seed": run.best_seed, "relrec": run.report["rows"],
                "relrec_seed_cand20_test": seed_row["relrec"]["test"],
-               "language": run.report["language"], "label_source": run.labels.source}
+               "language": run.report["language"], "label_source": run.labels.source,
+               **({"rerank_from": Path(rerank_from).name} if rerank_from is not None else {})}
     out = out if out.is_absolute() else REPO_ROOT / out
     return export_bundle(run.cfg, ds, teacher, tcfg.teacher.model, out, variant="relrec", metrics=metrics,
-                         llm=llm, extra_files={"llm/explain": run.adapter, ITEM_LABELS: labels_file})
+                         llm=llm, extra_files=extra)
