@@ -73,7 +73,12 @@ def main() -> None:
     from recbundle import load_manifest
 
     history = test_user_history(args.preset, args.user, args.history)
-    rerank = load_manifest(Path(args.bundle), verify=False).llm.rerank is not None
+    llm = load_manifest(Path(args.bundle), verify=False).llm
+    rerank = llm.rerank is not None
+    explainer = ("tuned: the bundle's ReLRec \"explain\" adapter" if "explain" in llm.lora_adapters
+                 else "zero-shot: the base LLM (the bundle has no \"explain\" adapter)")
+    if llm.item_labels:
+        explainer += ", with the item pseudo-labels in its prompts"
     port = _free_port()
     env = {**os.environ, "SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_PORT": str(port),
            "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
@@ -100,6 +105,7 @@ def main() -> None:
     flags = "explain=true" + (", rerank=true" if rerank else "")
     print(f"\nPOST /v1/recommend  (test user {args.user}: {len(history)} most recent items, k={args.k}, {flags})")
     print("recent history: " + "; ".join(titles))
+    print(f"explainer: {explainer}")
     print(summary(answer))
     print(json.dumps(answer, indent=2, ensure_ascii=False))
 

@@ -9,6 +9,10 @@ Categories that carry no information are left out: ML-100K's "unknown" genre, an
 than `max_share` of the catalogue (true of nearly everything, so never a useful claim either way). Words
 outside that vocabulary ("classic", "heart-warming") are not checked; the explanation report says so.
 
+Years and decades ("released in 1991", "a 1990s classic", "'90s") are claims too: true when the subject's
+year (the "(1995)" of its title, ML-100K's convention) is that year or in that decade; a year claimed of an
+item whose year is unknown is false (nothing supports it).
+
 Which item a claim is about (`subject`): the item whose title the text named last before the claim; at the
 end of the answer prefix ('Because you liked "X",') the subject becomes the recommended item, since the
 main clause that follows is about the recommendation; the subject carries over sentence ends, as a pronoun
@@ -46,6 +50,14 @@ EXTRA_FORMS: dict[str, tuple[str, ...]] = {
     "crime": ("crimes",),
 }
 UNINFORMATIVE = frozenset({"unknown", "(no genres listed)", ""})
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")
+# 1995, 1990s, '90s, 90s (not inside a longer number or word)
+_YEAR_CLAIM = re.compile(r"(?<![\w'-])(?:(1[89]\d\d|20[0-4]\d)(s)?|'?([0-9]0)s)(?![\w-])", re.IGNORECASE)
+
+
+def title_year(title: str) -> int | None:
+    m = _TITLE_YEAR.search(title)
+    return int(m.group(1)) if m else None
 
 
 def category_forms(category: str) -> set[str]:
@@ -66,9 +78,11 @@ class Claim:
 
 
 class AttributeGuard:
-    def __init__(self, categories: dict[int, list[str]], titles: TitleGuard, max_share: float = 0.5) -> None:
-        """`categories`: item id -> its catalogue categories."""
+    def __init__(self, categories: dict[int, list[str]], titles: TitleGuard, max_share: float = 0.5,
+                 years: dict[int, int] | None = None) -> None:
+        """`categories`: item id -> its catalogue categories; `years`: item id -> its year, where known."""
         self.titles = titles
+        self.years = years or {}
         self._of = {i: {c.strip().lower() for c in cs} for i, cs in categories.items()}
         counts = Counter(c for cs in self._of.values() for c in cs)
         limit = max_share * max(len(categories), 1)
@@ -98,12 +112,13 @@ class AttributeGuard:
         if self._pattern is None:
             return []
         allowed = set(allowed) | {item_id}
-        events: list[tuple[int, int, int | None]] = []  # (start, end, subject item) or claim (None)
+        events: list[tuple[int, int, int | None]] = []  # (start, end, subject item) or a claim (None)
         for start, end, owners in self.titles.spans(text):
             mine = sorted(owners & allowed) or sorted(owners)
             events.append((start, end, mine[0]))
         taken = [(s, e) for s, e, _ in events]
-        for m in self._pattern.finditer(text):
+        found = [*self._pattern.finditer(text), *_YEAR_CLAIM.finditer(text)]
+        for m in found:
             if not any(s < m.end() and m.start() < e for s, e in taken):  # inside a title: not a claim
                 events.append((m.start(), m.end(), None))
         events.sort()
@@ -115,9 +130,23 @@ class AttributeGuard:
                 subject = owner
                 continue
             said = text[start:end]
+            year = _YEAR_CLAIM.fullmatch(said)
+            if year is not None:
+                out.append(self._year_claim(year, said, subject))
+                continue
             category = self._form_of[said.lower()]
             out.append(Claim(self._spelling[category], said, subject, category in self.categories_of(subject)))
         return out
+
+    def _year_claim(self, m: re.Match[str], said: str, subject: int) -> Claim:
+        known = self.years.get(subject)
+        if m.group(1):  # 1995 or 1990s
+            year = int(m.group(1))
+            decade = m.group(2) is not None
+            ok = known is not None and (known // 10 == year // 10 if decade else known == year)
+            return Claim(f"{year}{'s' if decade else ''}", said, subject, ok)
+        two = int(m.group(3))  # '90s: the decade of any century
+        return Claim(f"'{two:02d}s", said, subject, known is not None and (known % 100) // 10 == two // 10)
 
     def false_claims(self, text: str, item_id: int, allowed: Iterable[int], prefix_end: int = 0) -> list[Claim]:
         return [c for c in self.claims(text, item_id, allowed, prefix_end) if not c.true]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from recbundle.rerank import PLACEHOLDER_TITLES
-from service.core.attributes import AttributeGuard
+from service.core.attributes import AttributeGuard, title_year
 from service.core.history import history_key
 from service.core.prompts import PROMPT_VERSION, SYSTEM, answer_prefix, user_prompt
 from service.core.titles import TitleGuard
@@ -80,7 +80,8 @@ class Explainer:
         self.history_items = history_items
         self.cache_ttl_s = cache_ttl_s
         self.guard = TitleGuard(catalogue.titles())
-        self.attributes = AttributeGuard(catalogue.categories(), self.guard)
+        years = {i: y for i, t in catalogue.titles() if (y := title_year(t)) is not None}
+        self.attributes = AttributeGuard(catalogue.categories(), self.guard, years=years)
         self.item_embeddings = item_embeddings
         self.item_labels = item_labels or {}
         self.on_attempt = on_attempt
@@ -162,16 +163,20 @@ class Explainer:
         allowed = set(history) | {item_id}
         if self.guard.foreign_titles(text, allowed):
             return "foreign_title"
-        prefix = answer_prefix(self.catalogue[self.anchor(history, item_id)])
+        prefix = self.prefix(history, item_id)
         prefix_end = len(prefix) if text.startswith(prefix) else 0
         if self.attributes.false_claims(text, item_id, allowed, prefix_end):
             return "false_attribute"
         return None
 
+    def prefix(self, history: list[int], item_id: int) -> str:
+        """The start of the answer, written for the model (prompts.answer_prefix)."""
+        return answer_prefix(self.catalogue[self.anchor(history, item_id)], self.catalogue[item_id])
+
     def prompt(self, backend: LLMBackend, history: list[int], item_id: int) -> tuple[str, str]:
         """(chat prompt, answer prefix) for one recommended item."""
         recent = [self.catalogue[i] for i in history[-self.history_items :]]
-        prefix = answer_prefix(self.catalogue[self.anchor(history, item_id)])
+        prefix = self.prefix(history, item_id)
         user = user_prompt(recent, self.catalogue[item_id], self.item_labels)
         return backend.render(SYSTEM, user, prefix), prefix
 
@@ -185,7 +190,7 @@ class Explainer:
         if gen.stopped_early:
             raise _DeadlineHit
         return {
-            i: complete_sentences(f"{prefix} {text.strip()}") if text.strip() else None
+            i: complete_sentences(prefix + text.rstrip()) if text.strip() else None
             for i, prefix, text in zip(item_ids, prefixes, gen.texts, strict=True)
         }
 
@@ -225,8 +230,10 @@ class Explainer:
                 await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": piece}})
             self.metrics.llm_tokens.inc(len(parts) - 1)  # pieces, roughly tokens
             # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
-            # pieces split words, "categor ies"), the same way as the JSON route joins prefix and text
-            text = complete_sentences(f"{prefix} {''.join(parts[1:]).strip()}")
+            # pieces split words, "categor ies"), and to the prefix as the JSON route does (the model's first
+            # piece carries its own leading space, or none before a comma)
+            body = "".join(parts[1:])
+            text = complete_sentences(prefix + body.rstrip()) if body.strip() else None
             refusal = self.refusal(history, item_id, text)
             if refusal is not None:
                 self.metrics.explain_dropped.labels(refusal).inc()

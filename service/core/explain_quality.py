@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 
 from service.core.explain import Explainer
-from service.core.prompts import answer_prefix
 
 _WORDS = re.compile(r"[a-z0-9']+")
 
@@ -70,7 +69,7 @@ def answer_quality(explainer: Explainer, history: list[int], texts: dict[int, st
             continue
         allowed = set(history) | {item_id}
         named = {i for ids in explainer.guard.mentions(text).values() for i in ids}
-        prefix = answer_prefix(explainer.catalogue[explainer.anchor(history, item_id)])
+        prefix = explainer.prefix(history, item_id)
         prefix_end = len(prefix) if text.startswith(prefix) else 0
         claims = explainer.attributes.claims(text, item_id, allowed, prefix_end)
         false = tuple(f"{c.category}->{c.subject}" for c in claims if not c.true)

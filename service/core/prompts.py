@@ -14,7 +14,7 @@ SYSTEM = (
 )
 
 
-PROMPT_VERSION = 2
+PROMPT_VERSION = 3
 
 
 def describe(item: Item, label: str | None = None) -> str:
@@ -28,11 +28,15 @@ def describe(item: Item, label: str | None = None) -> str:
     return " ".join(parts)
 
 
-def answer_prefix(anchor: Item) -> str:
+def answer_prefix(anchor: Item, recommended: Item) -> str:
     """The start of the assistant's answer: it grounds the explanation in one history item (the one closest
-    to the recommendation in embedding space) and keeps a small model from restating the recommendation as
-    something the user already saw."""
-    return f'Because you liked "{anchor.title}",'
+    to the recommendation in embedding space), keeps a small model from restating the recommendation as
+    something the user already saw, and names the recommendation last, so what the model writes next
+    (", which is ...", "as a ...") is about it. Side by side on 12 ML-100K test users x 5 (zero-shot
+    SmolLM2-135M): 'Because you liked "A",' alone led to ", which is ..." clauses about the anchor and 75 %
+    of first-pass texts with every claim true; this form 87 %; adding the recommendation's genres to the
+    prefix left the model little to write (23 % of texts added under 3 words) for 78 %."""
+    return f'Because you liked "{anchor.title}", you may enjoy "{recommended.title}"'
 
 
 def user_prompt(recent: list[Item], recommended: Item, labels: dict[int, str] | None = None) -> str:

@@ -74,3 +74,12 @@ def test_uninformative_categories_are_not_claims() -> None:
 @pytest.mark.parametrize("text", ["the warden", "war-torn", "dramatically", "horrible"])
 def test_no_claim_inside_longer_words(text: str) -> None:
     assert [c.category for c in GUARD.claims(text, 5, set())] == []
+
+
+def test_years_and_decades_are_claims_about_the_subject() -> None:
+    guard = AttributeGuard({i: cats for i, (_, cats) in ITEMS.items()},
+                           TitleGuard([(i, t) for i, (t, _) in ITEMS.items()]), years={1: 1977, 2: 1974})
+    text = 'You may enjoy "Young Frankenstein (1974)", a 1970s classic released in 1975, from the \'70s.'
+    got = [(c.category, c.subject, c.true) for c in guard.claims(text, 2, {1})]
+    assert got == [("1970s", 2, True), ("1975", 2, False), ("'70s", 2, True)]  # the title's (1974) is no claim
+    assert not guard.claims("a 1990s hit", 3, set())[0].true  # no known year: nothing supports the claim

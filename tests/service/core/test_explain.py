@@ -17,6 +17,11 @@ from service.metrics.registry import Metrics
 from service.sessions.memory import InMemoryStore
 
 
+def decoded(reply: str) -> str:
+    """A reply as a tokenizer decodes it after the answer prefix: a word carries its leading space, a comma not."""
+    return " " + reply if reply[:1].isalnum() else reply
+
+
 class FakeBackend:
     name = "fake"
     has_soft_prompt = False
@@ -34,13 +39,14 @@ class FakeBackend:
     ) -> Generation:
         self.calls.append((len(prompts), sample))
         await asyncio.sleep(self.delay_s)
+        # new text as a tokenizer decodes it after the prefix: its leading space included
         return Generation(
-            [self.reply(p, sample) for p in prompts], 7 * len(prompts), time.monotonic() > deadline
+            [decoded(self.reply(p, sample)) for p in prompts], 7 * len(prompts), time.monotonic() > deadline
         )
 
     async def stream(self, prompt: str, max_new_tokens: int, deadline: float) -> AsyncIterator[str]:
         # pieces as a tokenizer cuts them: leading spaces kept, words split ("Frank" + "enstein")
-        text = " " + self.reply(prompt, False)
+        text = decoded(self.reply(prompt, False))
         for start in range(0, len(text), 4):
             await asyncio.sleep(self.delay_s)
             yield text[start : start + 4]
@@ -86,12 +92,12 @@ def recommended_title(prompt: str) -> str:
 
 
 def test_ok_and_cached(catalogue: Catalogue) -> None:
-    backend = FakeBackend(lambda p, s: f"you will enjoy {recommended_title(p)}. And then")
+    backend = FakeBackend(lambda p, s: "for its wit. And then")
     explainer, metrics = make(catalogue, backend)
     texts, status = asyncio.run(explainer.explain([1, 2], [3, 4]))
     assert (
         status == "ok"
-        and texts[3] == 'Because you liked "Annie Hall (1977)", you will enjoy Young Frankenstein (1974).'
+        and texts[3] == 'Because you liked "Annie Hall (1977)", you may enjoy "Young Frankenstein (1974)" for its wit.'
     )
     assert backend.calls == [(2, False)]  # one batch for all items
     texts2, _ = asyncio.run(explainer.explain([1, 2], [3, 4]))
@@ -105,15 +111,15 @@ def test_foreign_title_regenerates_once_then_drops(catalogue: Catalogue) -> None
     def reply(prompt: str, sample: bool) -> str:
         title = recommended_title(prompt)
         if sample and title.startswith("Young"):
-            return f"{title} is just as witty."
-        return f"{title} is like Casablanca."
+            return "as it is just as witty."
+        return "as it is like Casablanca."
 
     backend = FakeBackend(reply)
     explainer, metrics = make(catalogue, backend)
     texts, status = asyncio.run(explainer.explain([1, 2], [3, 4]))
     assert status == "ok"
     assert texts == {
-        3: 'Because you liked "Annie Hall (1977)", Young Frankenstein (1974) is just as witty.',
+        3: 'Because you liked "Annie Hall (1977)", you may enjoy "Young Frankenstein (1974)" as it is just as witty.',
         4: None,
     }
     assert backend.calls == [(2, False), (2, True)]
@@ -125,15 +131,16 @@ def test_a_false_genre_regenerates_once_then_drops(catalogue: Catalogue) -> None
     def reply(prompt: str, sample: bool) -> str:
         title = recommended_title(prompt)
         if sample and title.startswith("Young"):
-            return f"{title} is another comedy."
-        return f"{title} is a classic horror film."
+            return ", another comedy."
+        return ", a classic horror film."
 
     backend = FakeBackend(reply)
     explainer, metrics = make(catalogue, backend)
     texts, _ = asyncio.run(explainer.explain([1, 2], [3, 4]))
-    assert texts == {3: 'Because you liked "Annie Hall (1977)", Young Frankenstein (1974) is another comedy.', 4: None}
+    assert texts == {3: 'Because you liked "Annie Hall (1977)", you may enjoy "Young Frankenstein (1974)", another comedy.', 4: None}
     assert b'seqrec_explanations_dropped_total{reason="false_attribute"} 1.0' in metrics.exposition()
-    assert explainer.refusal([1, 2], 31, f'Because you liked "Annie Hall (1977)", {catalogue[31].title} is horror.') is None
+    horror = explainer.prefix([1, 2], 31) + ", a horror film."
+    assert explainer.refusal([1, 2], 31, horror) is None and explainer.refusal([1, 2], 3, explainer.prefix([1, 2], 3) + ", a horror film.") == "false_attribute"
 
 
 def test_prompt_carries_the_item_labels(catalogue: Catalogue) -> None:
@@ -141,7 +148,7 @@ def test_prompt_carries_the_item_labels(catalogue: Catalogue) -> None:
     explainer.item_labels = {3: "mel brooks; monster parody", 1: "new york; neurotic romance"}
     prompt, prefix = explainer.prompt(explainer.backend, [1, 2], 3)  # type: ignore[arg-type]
     assert "(known for: mel brooks; monster parody)" in prompt and "(known for: new york; neurotic romance)" in prompt
-    assert prefix == 'Because you liked "Annie Hall (1977)",'
+    assert prefix == 'Because you liked "Annie Hall (1977)", you may enjoy "Young Frankenstein (1974)"'
 
 
 def test_deadline_returns_timeout(catalogue: Catalogue) -> None:
@@ -210,14 +217,14 @@ def test_stream_gives_pieces_then_checked_finals_then_done(catalogue: Catalogue)
 
 def test_streamed_final_text_equals_the_json_routes_text(catalogue: Catalogue) -> None:
     """Pieces are joined exactly as produced (no space inside a word), the same way as the JSON route."""
-    backend = FakeBackend(lambda p, s: f"you will enjoy {recommended_title(p)}, with its categories.")
+    backend = FakeBackend(lambda p, s: "for its wit, with its categories.")
     streamed, _ = make(catalogue, backend)
     events = asyncio.run(_events(streamed, [1, 2], [3]))
     final = next(e["data"]["text"] for e in events if e["event"] == "explanation")  # type: ignore[index]
     json_route, _ = make(catalogue, backend)
     texts, _ = asyncio.run(json_route.explain([1, 2], [3]))
     assert final == texts[3] == (
-        'Because you liked "Annie Hall (1977)", you will enjoy Young Frankenstein (1974), with its categories.'
+        'Because you liked "Annie Hall (1977)", you may enjoy "Young Frankenstein (1974)" for its wit, with its categories.'
     )
 
 
