@@ -118,3 +118,41 @@ def test_export_carries_another_bundles_rerank_stage(chain: tuple[Path, Path, Pa
     with pytest.raises(BundleError, match="another retrieval model"):
         main(["relrec", "--preset", "relrec-tiny", "--output-dir", str(out), "--export-to", str(both),
               "--rerank-from", str(ranker)])
+
+
+def test_explanation_report_runs_both_explainers_on_the_bundle(chain: tuple[Path, Path, Path], tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/explain_report.py on the chain's bundle (random tiny LLM: the plumbing, not the quality)."""
+    import argparse
+    import asyncio
+    import importlib.util
+    import sys
+
+    out, bundles, _ = chain
+    script = Path(__file__).resolve().parents[2] / "scripts" / "explain_report.py"
+    spec = importlib.util.spec_from_file_location("explain_report", script)
+    assert spec is not None and spec.loader is not None
+    er = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "explain_report", er)
+    spec.loader.exec_module(er)
+    monkeypatch.setenv("SEQREC_LLM_DEVICE", "cpu")
+    monkeypatch.setattr(er, "test_histories", lambda preset, n, h, seed=0: _histories(out, n, h))
+    args = argparse.Namespace(bundle=str(bundles / "current"), preset="relrec-tiny", users=3, k=2, history=5, seed=0,
+                              max_new_tokens=6, stream_users=1, examples=2, explainers=["zero_shot", "tuned"],
+                              no_labels=False, note="REDUCED: plumbing", name=None, publish=None)
+    report = asyncio.run(er.main_async(args))
+    assert set(report["rows"]) == {"zero_shot", "tuned"}
+    for row in report["rows"].values():
+        assert row["first_pass"]["coverage"]["mean"] == 1.0  # the first pass writes a text for every item
+        assert 0.0 <= row["served"]["grounded"]["mean"] <= 1.0 and row["served"]["latency_ms_p50"]["mean"] > 0
+    assert all(r["stream"]["stream_equals_batch"] == 1.0 and r["stream"]["prompts"] == 2 for r in report["explainers"].values())
+    md = er.markdown(report)
+    assert "REDUCED: plumbing" in md and "| tuned | served |" in md and report["config"]["labels_in_prompt"]
+
+
+def _histories(out: Path, n: int, h: int) -> list[tuple[int, list[int]]]:
+    from training import pipeline
+    from training.config import load_config
+
+    _, split = pipeline.prepare_stage(load_config("relrec-tiny", {"output_dir": str(out)}))
+    return [(u, [int(i) for i in split.test_history[u][-h:]]) for u in range(n)]
