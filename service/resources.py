@@ -60,7 +60,7 @@ def make_explainer(
         deadline_ms=settings.explain_deadline_ms, max_new_tokens=settings.explain_max_new_tokens,
         history_items=settings.explain_history_items, cache_ttl_s=settings.explain_cache_ttl_s,
         item_embeddings=bundle.item_embeddings, item_labels=bundle.item_labels,
-        llm_id=llm_identity(bundle.manifest),
+        llm_id=f"{llm_identity(bundle.manifest)}-{settings.explain_adapter}",
     )  # fmt: skip
 
 

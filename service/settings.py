@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     explain_max_new_tokens: int = Field(default=48, ge=1, le=512)
     explain_history_items: int = Field(default=5, ge=1, description="recent history titles cited in a prompt")
     explain_cache_ttl_s: int = Field(default=24 * 3600, ge=1)
+    explain_adapter: Literal["bundle", "base"] = Field(
+        default="bundle",
+        description='"bundle": the bundle\'s "explain" adapter (ReLRec) writes explanations when it has one; '
+        '"base": the base weights do (see the explanation report, docs/results/explanations-*.md)',
+    )
 
     # LLM rerank stage (DELRec; the bundle's `llm.rerank` spec says how its LLM ranks)
     rerank_default: bool | None = Field(

@@ -41,6 +41,13 @@ class _DeadlineHit(Exception):
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
+def boundary_space(prefix: str, body: str) -> str:
+    """What goes between the service's answer prefix and the model's first text: a space where the model
+    starts with a word right after the prefix ('"Jumanji (1995)"as' reads as a typo), else nothing (the
+    tokenizer's own leading space, or a comma, is kept as generated). Both routes join through this."""
+    return " " if body[:1].isalnum() and prefix[-1:] not in ("", " ", "\n") else ""
+
+
 def complete_sentences(text: str) -> str:
     """Drop a trailing fragment cut off by max_new_tokens (keep the text if it has no sentence end)."""
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
@@ -190,7 +197,7 @@ class Explainer:
         if gen.stopped_early:
             raise _DeadlineHit
         return {
-            i: complete_sentences(prefix + text.rstrip()) if text.strip() else None
+            i: complete_sentences(prefix + boundary_space(prefix, text) + text.rstrip()) if text.strip() else None
             for i, prefix, text in zip(item_ids, prefixes, gen.texts, strict=True)
         }
 
@@ -226,13 +233,15 @@ class Explainer:
             parts = [prefix]
             await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": prefix}})
             async for piece in backend.stream(prompt, self.max_new_tokens, deadline):
+                if len(parts) == 1:  # the first piece after the prefix
+                    piece = boundary_space(prefix, piece) + piece
                 parts.append(piece)
                 await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": piece}})
             self.metrics.llm_tokens.inc(len(parts) - 1)  # pieces, roughly tokens
             # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
             # pieces split words, "categor ies"), and to the prefix as the JSON route does (the model's first
             # piece carries its own leading space, or none before a comma)
-            body = "".join(parts[1:])
+            body = "".join(parts[1:])  # its first piece already carries the boundary space
             text = complete_sentences(prefix + body.rstrip()) if body.strip() else None
             refusal = self.refusal(history, item_id, text)
             if refusal is not None:

@@ -54,11 +54,12 @@ def resolve_dtype(dtype: str, backend: str, device: str, rerank: bool = False) -
     return "float32" if rerank or (backend == "vllm" and device == "cpu") else "bfloat16"
 
 
-def bundle_adapters(manifest: Manifest, bundle_root: Path) -> dict[str, Path]:
-    """Adapter folders the service uses, by bundle name: "explain", and the rerank spec's adapter (a name
-    the bundle does not list is left out; the reranker reports it)."""
+def bundle_adapters(manifest: Manifest, bundle_root: Path, explain: bool = True) -> dict[str, Path]:
+    """Adapter folders the service uses, by bundle name: "explain" (unless `explain` is False: explanations
+    then use the base weights), and the rerank spec's adapter (a name the bundle does not list is left out;
+    the reranker reports it)."""
     spec = manifest.llm.rerank
-    names = [EXPLAIN_ADAPTER, *([spec.adapter] if spec is not None and spec.adapter else [])]
+    names = [*([EXPLAIN_ADAPTER] if explain else []), *([spec.adapter] if spec is not None and spec.adapter else [])]
     return {n: bundle_root / manifest.llm.lora_adapters[n] for n in names if n in manifest.llm.lora_adapters}
 
 
@@ -68,7 +69,7 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
         return LoadedLLM(None, "disabled", "llm_backend=none")
     required = settings.llm_required if settings.llm_required is not None else settings.llm_backend != "auto"
     base = manifest.llm.base or settings.llm_model
-    adapters = bundle_adapters(manifest, bundle_root)
+    adapters = bundle_adapters(manifest, bundle_root, explain=settings.explain_adapter == "bundle")
     soft = bundle_root / manifest.llm.soft_prompt if manifest.llm.soft_prompt else None
     dtype = resolve_dtype(settings.llm_dtype, kind, settings.llm_device, rerank=manifest.llm.rerank is not None)
     local = Path(base).expanduser()

@@ -18,7 +18,10 @@ from service.sessions.memory import InMemoryStore
 
 
 def decoded(reply: str) -> str:
-    """A reply as a tokenizer decodes it after the answer prefix: a word carries its leading space, a comma not."""
+    """A reply as a tokenizer decodes it after the answer prefix: a word carries its leading space, a comma
+    not; a reply starting with "~" stands for a model that starts with a word without its space."""
+    if reply.startswith("~"):
+        return reply[1:]
     return " " + reply if reply[:1].isalnum() else reply
 
 
@@ -213,6 +216,20 @@ def test_stream_gives_pieces_then_checked_finals_then_done(catalogue: Catalogue)
     # finals were cached: the same request streams them at once, marked cached
     again = asyncio.run(_events(explainer, [1], [2, 3]))
     assert all(e["data"].get("cached") for e in again if e["event"] == "explanation")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("reply", ["~as a comedy.", ", a comedy.", "for its wit."])
+def test_the_prefix_and_the_model_text_meet_with_one_space_or_none(catalogue: Catalogue, reply: str) -> None:
+    backend = FakeBackend(lambda p, s: reply)
+    json_route, _ = make(catalogue, backend)
+    texts, _ = asyncio.run(json_route.explain([1, 2], [3]))
+    body = reply.removeprefix("~")
+    assert texts[3] == json_route.prefix([1, 2], 3) + ("" if body.startswith(",") else " ") + body
+    streamed, _ = make(catalogue, backend)
+    events = asyncio.run(_events(streamed, [1, 2], [3]))
+    final = next(e["data"]["text"] for e in events if e["event"] == "explanation")  # type: ignore[index]
+    deltas = "".join(e["data"]["text"] for e in events if e["event"] == "explanation_delta")  # type: ignore[index]
+    assert final == deltas == texts[3]
 
 
 def test_streamed_final_text_equals_the_json_routes_text(catalogue: Catalogue) -> None:
