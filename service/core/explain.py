@@ -41,11 +41,12 @@ class _DeadlineHit(Exception):
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
 
-def boundary_space(prefix: str, body: str) -> str:
-    """What goes between the service's answer prefix and the model's first text: a space where the model
-    starts with a word right after the prefix ('"Jumanji (1995)"as' reads as a typo), else nothing (the
-    tokenizer's own leading space, or a comma, is kept as generated). Both routes join through this."""
-    return " " if body[:1].isalnum() and prefix[-1:] not in ("", " ", "\n") else ""
+def lead(body: str) -> str:
+    """The model's text as it follows the service's answer prefix, the same on both routes: leading
+    whitespace dropped (backends strip their batch answers; a stream starts with the tokenizer's own space),
+    then one space unless it starts with punctuation (", which is ..."): '"Jumanji (1995)"as' reads as a typo."""
+    body = body.lstrip()
+    return body if not body or body[0] in ",.;:!?)" else " " + body
 
 
 def complete_sentences(text: str) -> str:
@@ -197,7 +198,7 @@ class Explainer:
         if gen.stopped_early:
             raise _DeadlineHit
         return {
-            i: complete_sentences(prefix + boundary_space(prefix, text) + text.rstrip()) if text.strip() else None
+            i: complete_sentences(prefix + lead(text).rstrip()) if text.strip() else None
             for i, prefix, text in zip(item_ids, prefixes, gen.texts, strict=True)
         }
 
@@ -233,15 +234,16 @@ class Explainer:
             parts = [prefix]
             await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": prefix}})
             async for piece in backend.stream(prompt, self.max_new_tokens, deadline):
-                if len(parts) == 1:  # the first piece after the prefix
-                    piece = boundary_space(prefix, piece) + piece
+                if len(parts) == 1:  # before the model's first text: as the JSON route joins it (`lead`)
+                    if not piece.strip():
+                        continue
+                    piece = lead(piece)
                 parts.append(piece)
                 await events.put({"event": "explanation_delta", "data": {"item_id": item_id, "text": piece}})
             self.metrics.llm_tokens.inc(len(parts) - 1)  # pieces, roughly tokens
             # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
-            # pieces split words, "categor ies"), and to the prefix as the JSON route does (the model's first
-            # piece carries its own leading space, or none before a comma)
-            body = "".join(parts[1:])  # its first piece already carries the boundary space
+            # pieces split words, "categor ies"), and to the prefix as the JSON route does
+            body = "".join(parts[1:])  # its first piece is already `lead`
             text = complete_sentences(prefix + body.rstrip()) if body.strip() else None
             refusal = self.refusal(history, item_id, text)
             if refusal is not None:

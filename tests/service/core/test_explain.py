@@ -218,12 +218,12 @@ def test_stream_gives_pieces_then_checked_finals_then_done(catalogue: Catalogue)
     assert all(e["data"].get("cached") for e in again if e["event"] == "explanation")  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("reply", ["~as a comedy.", ", a comedy.", "for its wit."])
+@pytest.mark.parametrize("reply", ["~as a comedy.", ", a comedy.", "for its wit.", "~  \nfor its wit."])
 def test_the_prefix_and_the_model_text_meet_with_one_space_or_none(catalogue: Catalogue, reply: str) -> None:
     backend = FakeBackend(lambda p, s: reply)
     json_route, _ = make(catalogue, backend)
     texts, _ = asyncio.run(json_route.explain([1, 2], [3]))
-    body = reply.removeprefix("~")
+    body = reply.removeprefix("~").lstrip()
     assert texts[3] == json_route.prefix([1, 2], 3) + ("" if body.startswith(",") else " ") + body
     streamed, _ = make(catalogue, backend)
     events = asyncio.run(_events(streamed, [1, 2], [3]))
