@@ -49,9 +49,11 @@ def lead(body: str) -> str:
     return body if not body or body[0] in ",.;:!?)" else " " + body
 
 
-def complete_sentences(text: str) -> str:
-    """Drop a trailing fragment cut off by max_new_tokens (keep the text if it has no sentence end)."""
-    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+def complete_sentences(text: str, start: int = 0) -> str:
+    """Drop a trailing fragment cut off by max_new_tokens: keep the text up to its last sentence end at or
+    after `start` (the model's part; the answer prefix's titles hold dots, "Dr. Strangelove"), or the whole
+    text if the model's part has none."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, start)]
     return text[: ends[-1]].strip() if ends else text.strip()
 
 
@@ -198,7 +200,7 @@ class Explainer:
         if gen.stopped_early:
             raise _DeadlineHit
         return {
-            i: complete_sentences(prefix + lead(text).rstrip()) if text.strip() else None
+            i: complete_sentences(prefix + lead(text).rstrip(), len(prefix)) if text.strip() else None
             for i, prefix, text in zip(item_ids, prefixes, gen.texts, strict=True)
         }
 
@@ -244,7 +246,7 @@ class Explainer:
             # the pieces are the tokenizer's own text, spaces included: join them as they are (a space between
             # pieces split words, "categor ies"), and to the prefix as the JSON route does
             body = "".join(parts[1:])  # its first piece is already `lead`
-            text = complete_sentences(prefix + body.rstrip()) if body.strip() else None
+            text = complete_sentences(prefix + body.rstrip(), len(prefix)) if body.strip() else None
             refusal = self.refusal(history, item_id, text)
             if refusal is not None:
                 self.metrics.explain_dropped.labels(refusal).inc()

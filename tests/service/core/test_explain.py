@@ -232,6 +232,15 @@ def test_the_prefix_and_the_model_text_meet_with_one_space_or_none(catalogue: Ca
     assert final == deltas == texts[3]
 
 
+def test_a_dot_in_the_anchors_title_is_no_sentence_end(catalogue: Catalogue) -> None:
+    # item 9 is "Dr. Strangelove (1964)": a model text without a sentence end is kept whole, never cut at "Dr."
+    backend = FakeBackend(lambda p, s: "for its dark wit and")
+    explainer, _ = make(catalogue, backend)
+    texts, _ = asyncio.run(explainer.explain([9], [3]))
+    assert texts[3] == explainer.prefix([9], 3) + " for its dark wit and"
+    assert texts[3].startswith('Because you liked "Dr. Strangelove (1964)"')
+
+
 def test_streamed_final_text_equals_the_json_routes_text(catalogue: Catalogue) -> None:
     """Pieces are joined exactly as produced (no space inside a word), the same way as the JSON route."""
     backend = FakeBackend(lambda p, s: "for its wit, with its categories.")
