@@ -71,6 +71,26 @@ def load_backend(bundle: Bundle, settings: Settings, tuned: bool) -> Any:
     return TransformersBackend.load(llm.base or settings.llm_model, settings.llm_device, dtype, None, None, adapters), dtype
 
 
+def report_explainer(bundle: Bundle, settings: Settings, backend: Any, max_new_tokens: int, labels: bool,
+                     on_attempt: Any = None) -> Explainer:
+    """The service's Explainer on `backend`, with no deadline (nothing is cut) and a private cache."""
+    return Explainer(
+        backend, "ok", InMemoryStore(max_len=200, ttl_s=3600), bundle.catalogue, bundle.bundle_id, Metrics(),
+        deadline_ms=600_000, max_new_tokens=max_new_tokens, history_items=settings.explain_history_items,
+        cache_ttl_s=1, item_embeddings=bundle.item_embeddings, item_labels=bundle.item_labels if labels else {},
+        on_attempt=on_attempt,
+    )  # fmt: skip
+
+
+async def served_rankings(bundle: Bundle, settings: Settings, users: list[tuple[int, list[int]]],
+                          k: int) -> dict[int, list[int]]:
+    """Each user's retrieval top-k, as the service ranks it (seen items excluded)."""
+    recommender = Recommender(bundle, Metrics(), fanout=settings.retrieval_fanout)
+    ranked = {u: [i for i, _ in (await recommender.rank(h, k, exclude_seen=True)).items] for u, h in users}
+    await recommender.close()
+    return ranked
+
+
 async def stream_check(explainer: Explainer, backend: Any, users: list[tuple[int, list[int]]],
                        ranked: dict[int, list[int]], max_new_tokens: int) -> dict[str, float]:
     """Share of prompts whose streamed pieces, joined exactly, equal the batch answer of the same prompt, both
@@ -97,12 +117,7 @@ async def run_explainer(name: str, bundle: Bundle, settings: Settings, users: li
         if attempt == 0:
             first[user_of[tuple(history)]] = dict(texts)
 
-    explainer = Explainer(
-        backend, "ok", InMemoryStore(max_len=200, ttl_s=3600), bundle.catalogue, bundle.bundle_id, Metrics(),
-        deadline_ms=600_000, max_new_tokens=args.max_new_tokens, history_items=settings.explain_history_items,
-        cache_ttl_s=1, item_embeddings=bundle.item_embeddings,
-        item_labels=bundle.item_labels if not args.no_labels else {}, on_attempt=on_attempt,
-    )  # fmt: skip
+    explainer = report_explainer(bundle, settings, backend, args.max_new_tokens, not args.no_labels, on_attempt)
     served: dict[int, Explanations] = {}
     latency: list[float] = []
     for n, (user, history) in enumerate(users):
@@ -131,7 +146,8 @@ async def run_explainer(name: str, bundle: Bundle, settings: Settings, users: li
     return {"dtype": dtype, "first_pass": summarise(qual_first), "served": summarise(qual_served),
             "latency_ms": {"p50": statistics.median(latency), "p90": sorted(latency)[int(0.9 * (len(latency) - 1))],
                            "mean": statistics.fmean(latency)},
-            "stream": streams, "examples": examples[: args.examples]}
+            "stream": streams, "examples": examples[: args.examples],
+            "vocabulary_size": len(explainer.attributes.vocabulary)}
 
 
 def _cell(v: float) -> dict[str, Any]:
@@ -186,21 +202,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     bundle = load_bundle(Path(args.bundle).resolve())
     preset = args.preset or preset_of(bundle.bundle_id)
     users = test_histories(preset, args.users, args.history, args.seed)
-    recommender = Recommender(bundle, Metrics(), fanout=settings.retrieval_fanout)
-    ranked = {u: [i for i, _ in (await recommender.rank(h, args.k, exclude_seen=True)).items] for u, h in users}
-    await recommender.close()
+    ranked = await served_rankings(bundle, settings, users, args.k)
     names = ["zero_shot"] + (["tuned"] if EXPLAIN_ADAPTER in bundle.manifest.llm.lora_adapters else [])
     names = [n for n in names if n in args.explainers]
     results = {n: await run_explainer(n, bundle, settings, users, ranked, args) for n in names}
-    probe = Explainer(None, "disabled", InMemoryStore(1, 1), bundle.catalogue, bundle.bundle_id, Metrics(),
-                      deadline_ms=1, max_new_tokens=1, history_items=1, cache_ttl_s=1)
     report: dict[str, Any] = {
         "preset": preset,
         "command": "python scripts/explain_report.py " + " ".join(sys.argv[1:]),
         "config": {"bundle_id": bundle.bundle_id, "users": len(users), "seed": args.seed, "k": args.k,
                    "history": args.history, "max_new_tokens": args.max_new_tokens, "device": settings.llm_device,
                    "labels_in_prompt": bool(bundle.item_labels) and not args.no_labels,
-                   "label_source": bundle.item_labels_source, "vocabulary_size": len(probe.attributes.vocabulary),
+                   "label_source": bundle.item_labels_source, "vocabulary_size": next(iter(results.values()))["vocabulary_size"] if results else 0,
                    "note": args.note},
         "rows": {n: {p: {m: _cell(r[p][m]) for m in MEASURES} | ({"latency_ms_p50": _cell(r["latency_ms"]["p50"])} if p == "served" else {})
                      for p in ("first_pass", "served")} for n, r in results.items()},
@@ -218,16 +230,10 @@ async def rerun_streams(report: dict[str, Any], args: argparse.Namespace) -> dic
     if bundle.bundle_id != c["bundle_id"]:
         raise SystemExit(f"the report is of bundle {c['bundle_id']}, not {bundle.bundle_id}")
     users = test_histories(report["preset"], c["users"], c["history"], c["seed"])[: args.stream_users]
-    recommender = Recommender(bundle, Metrics(), fanout=settings.retrieval_fanout)
-    ranked = {u: [i for i, _ in (await recommender.rank(h, c["k"], exclude_seen=True)).items] for u, h in users}
-    await recommender.close()
+    ranked = await served_rankings(bundle, settings, users, c["k"])
     for name, r in report["explainers"].items():
         backend, _ = await asyncio.to_thread(load_backend, bundle, settings, name == "tuned")
-        explainer = Explainer(backend, "ok", InMemoryStore(10, 10), bundle.catalogue, bundle.bundle_id, Metrics(),
-                              deadline_ms=600_000, max_new_tokens=c["max_new_tokens"],
-                              history_items=settings.explain_history_items, cache_ttl_s=1,
-                              item_embeddings=bundle.item_embeddings,
-                              item_labels=bundle.item_labels if c["labels_in_prompt"] else {})
+        explainer = report_explainer(bundle, settings, backend, c["max_new_tokens"], c["labels_in_prompt"])
         r["stream"] = await stream_check(explainer, backend, users, ranked, c["max_new_tokens"])
         await backend.aclose()
     report["stream_command"] = "python scripts/explain_report.py " + " ".join(sys.argv[1:])

@@ -89,6 +89,14 @@ def point_current(out_root: Path, bundle_id: str) -> None:
     tmp_link.replace(link)
 
 
+def bundle_embeddings(model: SequentialRecommender) -> np.ndarray:
+    """The (n_items + 1, dim) float32 table a bundle's index and item_embeddings.npy hold; row 0 zeros."""
+    model.eval()
+    emb = model.item_table().detach().float().numpy().copy()
+    emb[0] = 0.0
+    return emb
+
+
 def export_bundle(
     cfg: RunConfig,
     ds: SequenceDataset,
@@ -102,9 +110,7 @@ def export_bundle(
     extra_files: dict[str, Path] | None = None,
 ) -> Path:
     """Write `<out_root>/<bundle_id>/` and return its path. An existing bundle of the same id is replaced."""
-    model.eval()
-    emb = model.item_table().detach().float().numpy().copy()
-    emb[0] = 0.0
+    emb = bundle_embeddings(model)
     params = asdict(model.cfg) if hasattr(model, "cfg") else {}  # type: ignore[call-overload]
     digest = stable_hash({"data": cfg.data_hash(), "model": model_name, "params": params, "variant": variant,
                           "emb": float(np.abs(emb).sum())}, n=8)

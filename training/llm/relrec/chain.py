@@ -128,7 +128,7 @@ def write_item_labels(labels: PseudoLabels, path: Path) -> Path:
     return path
 
 
-def rerank_stage(bundle: Path, embeddings_sha: str, base: str | None) -> tuple[LLMRef, dict[str, Path]]:
+def rerank_stage(bundle: Path, embeddings: np.ndarray, base: str | None) -> tuple[LLMRef, dict[str, Path]]:
     """The LLM rerank stage (DELRec: spec, adapter, soft prompt) of another bundle, to carry into this one.
     Its scores blend with retrieval scores, so it must come from a bundle of the same retrieval model (the
     same item-embedding file) and base LLM; anything else is refused with the reason."""
@@ -139,8 +139,8 @@ def rerank_stage(bundle: Path, embeddings_sha: str, base: str | None) -> tuple[L
     spec = m.llm.rerank
     if spec is None:
         raise BundleError(f"{bundle} has no LLM rerank stage (manifest.llm.rerank)")
-    theirs = m.files.get(m.index.embeddings_path)
-    if theirs is None or theirs.sha256 != embeddings_sha:
+    theirs = np.load(bundle / m.index.embeddings_path)
+    if not np.array_equal(theirs, embeddings):
         raise BundleError(f"{bundle} was exported from another retrieval model (its item embeddings differ); "
                           "its rerank blend would mix scores of two models")
     if m.llm.base != base:
@@ -155,8 +155,8 @@ def export(run: RelRecRun, ds: SequenceDataset, split: Split, out: Path, rerank_
     """The service bundle: the teacher's encoder and index, the best seed's ReLRec adapter as "explain", and
     the item pseudo-labels (`manifest.llm.item_labels`). `rerank_from`: a bundle whose LLM rerank stage
     (DELRec) this one carries too, so one bundle both reranks and explains (`make demo`)."""
-    from recbundle import LLMRef, sha256_file
-    from training.export import export_bundle
+    from recbundle import LLMRef
+    from training.export import bundle_embeddings, export_bundle
     from training.llm.core.model import model_dir
 
     tcfg = run.teacher_cfg
@@ -166,11 +166,7 @@ def export(run: RelRecRun, ds: SequenceDataset, split: Split, out: Path, rerank_
     llm = LLMRef(base=base, lora_adapters={"explain": "llm/explain"}, item_labels=ITEM_LABELS)
     extra = {"llm/explain": run.adapter, ITEM_LABELS: labels_file}
     if rerank_from is not None:
-        emb = teacher.item_table().detach().float().numpy().copy()
-        emb[0] = 0.0
-        probe = pipeline.output_dir(run.cfg) / "relrec" / "item_embeddings.npy"
-        np.save(probe, emb)  # the file export_bundle writes, to compare with the other bundle's
-        carried, files = rerank_stage(Path(rerank_from), sha256_file(probe), base)
+        carried, files = rerank_stage(Path(rerank_from), bundle_embeddings(teacher), base)
         llm = llm.model_copy(update={"lora_adapters": {**llm.lora_adapters, **carried.lora_adapters},
                                      "soft_prompt": carried.soft_prompt, "rerank": carried.rerank})
         extra |= files
