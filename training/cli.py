@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "p2rec":
             p.add_argument("--export-to", help="also export the best variant's bundle into this folder")
             p.add_argument("--variant", help="export this p2rec model (default: best mean validation NDCG@10)")
+            p.add_argument("--publish", help="also copy the report as p2rec-<preset>.md/.json into this folder")
         if name == "delrec":
             p.add_argument("--export-to", help="also export the bundle (teacher + best seed's ranker) here")
             p.add_argument("--publish", help="also copy the report as delrec-<preset>.md/.json into this folder")
@@ -99,6 +100,8 @@ def _p2rec(args: argparse.Namespace, cfg: Any, ds: Any, split: Any, command: str
     print(efficiency_line(run.p2rec.report))
     out = output_dir(cfg)
     print(f"\nreport: {out / p2rec_pipeline.REPORT_NAME}; P2Rec stages: {out / 'p2rec' / 'report.json'}")
+    if args.publish:
+        print("published:", *map(str, p2rec_pipeline.publish(cfg, Path(args.publish))))
     if args.export_to:
         bundle = p2rec_pipeline.export_variant(cfg, ds, split, run, Path(args.export_to), args.variant)
         print(f"bundle: {bundle}")

@@ -33,6 +33,10 @@ class DataConfig:
     k_core: int = 5
     min_rating: float | None = None
     max_users: int | None = None
+    # Cold-start evaluation (training/data/split.py `cold_item_split`): this share of items, drawn with
+    # `cold_seed`, is removed from every training and validation sequence and stays only as test targets.
+    cold_item_frac: float = 0.0
+    cold_seed: int = 0
 
 
 @dataclass
@@ -90,7 +94,12 @@ class RunConfig:
     p2rec_models: list[ModelSpec] = field(default_factory=list)  # SR models on the augmented table
 
     def data_hash(self) -> str:
-        return stable_hash(asdict(self.data) | {"data_dir": None, "cache_dir": None})
+        key = asdict(self.data) | {"data_dir": None, "cache_dir": None}
+        if not key["cold_item_frac"]:  # the usual split: keep the hashes (and cache folders) it always had
+            del key["cold_item_frac"], key["cold_seed"]
+        else:  # held-out items are left out of every training loss (Split.unseen_items)
+            key["cold_rule"] = "unseen"
+        return stable_hash(key)
 
     def model_spec(self, name: str) -> ModelSpec:
         for spec in [*self.models, *self.p2rec_models]:

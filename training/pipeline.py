@@ -15,6 +15,7 @@ import torch
 
 from training.config import REPO_ROOT, ModelSpec, RunConfig, TrainConfig, stable_hash
 from training.data import DataError, leave_one_out, load_dataset, prepare
+from training.data.split import cold_item_split
 from training.data.types import SequenceDataset, Split
 from training.eval import aggregate, evaluate_all, markdown_table, write_report
 from training.models import SequentialRecommender, build_model
@@ -28,13 +29,19 @@ def output_dir(cfg: RunConfig) -> Path:
     return p if p.is_absolute() else REPO_ROOT / p
 
 
+def _split(cfg: RunConfig, ds: SequenceDataset) -> Split:
+    if cfg.data.cold_item_frac:
+        return cold_item_split(ds, cfg.data.cold_item_frac, cfg.data.cold_seed)
+    return leave_one_out(ds)
+
+
 def prepare_stage(cfg: RunConfig) -> tuple[SequenceDataset, Split]:
     d = cfg.data
     out = output_dir(cfg) / "prepared" / f"{d.dataset}-{cfg.data_hash()}"
     try:
         ds = load_dataset(out)
         log.info("prepared %s: cached in %s", d.dataset, out)
-        return ds, leave_one_out(ds)
+        return ds, _split(cfg, ds)
     except DataError:
         pass
     ds = prepare(
@@ -46,7 +53,7 @@ def prepare_stage(cfg: RunConfig) -> tuple[SequenceDataset, Split]:
         min_rating=d.min_rating,
         max_users=d.max_users,
     )
-    return ds, leave_one_out(ds)
+    return ds, _split(cfg, ds)
 
 
 def format_stats(ds: SequenceDataset) -> str:
@@ -125,6 +132,23 @@ def train_one(
         result["aug"] = aug_fingerprint(aug)  # which augmented table (P2Rec stage b output) it trained on
     (mdir / "config.json").write_text(json.dumps({"name": spec.name, "arch": spec.kind, "n_items": split.n_items, **spec.params}))
     result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def regime_result(
+    cfg: RunConfig, spec: ModelSpec, seed: int, split: Split, aug: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Test metrics per regime (training/eval/regimes.py) of a trained (model, seed); cached in regimes.json
+    next to its weights, so models trained before regimes existed are evaluated once, not retrained."""
+    from training.eval.regimes import regime_metrics
+
+    path = model_dir(cfg, spec, seed, aug) / "regimes.json"
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    model = load_trained(cfg, spec, seed, split.n_items, aug)
+    score_fn = make_score_fn(model, model.max_len, spec.train.eval_batch_size)
+    result = regime_metrics(score_fn, split, cfg.eval.protocols, protocol_seed=cfg.eval.protocol_seed)
+    path.write_text(json.dumps(result, indent=1))
     return result
 
 

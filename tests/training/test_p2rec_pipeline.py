@@ -45,6 +45,38 @@ def test_p2rec_report_json_has_the_efficiency_ratio_and_every_stage(chain: tuple
     assert "counts_vs_teacher" in report["targets"]
     assert report["stage_a"]["curves"]["epoch"] == [1]
     assert report["stage_b"]["aug_dim"] == 16
+    assert report["efficiency"]["device"].startswith("cpu: ")  # timings are keyed by the device they ran on
+
+
+def test_regimes_target_variants_and_the_cold_split(chain: tuple[Path, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from training.eval.regimes import REGIMES
+
+    out, _ = chain
+    doc = json.loads((out / "p2rec_report.json").read_text())
+    assert set(doc["regimes"]) == set(REGIMES)  # `cold` comes from the cold-start split's own chain
+    for regime in doc["regimes"].values():
+        assert set(regime["rows"]) == MODELS and regime["n_users"] > 0
+    for model, by_protocol in doc["rows"].items():  # the regime "all" is the overall evaluation
+        for protocol, metrics in by_protocol.items():
+            got = doc["regimes"]["all"]["rows"][model][protocol]
+            assert all(got[m]["seeds"] == metrics[m]["seeds"] for m in ("NDCG@10", "HR@10"))
+    # on the cold split plain SASRec never trained a cold item's row: it cannot rank it first
+    assert doc["regimes"]["cold"]["rows"]["sasrec"]["full"]["HR@1"]["mean"] == 0.0
+    assert (out / "cold" / "p2rec" / "report.json").is_file()
+    assert doc["best_variant"] in MODELS - {"sasrec"}
+    fits = doc["p2rec"]["target_variants"]
+    assert set(fits) == {"teacher", "counts", "recency"}  # the preset's target first, then target_variants
+    assert len({f["fit"]["n_users"] for f in fits.values()}) == 1  # every variant on the same users
+    md = (out / "p2rec_report.md").read_text()
+    assert "### Regime: cold-start targets" in md and "### Stage (a) target variants" in md
+    summary = tmp_path / "summary"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "p2rec_summary.py"
+    subprocess.run([sys.executable, str(script), str(out / "p2rec_report.json"), "--out", str(summary)], check=True)
+    text = summary.with_suffix(".md").read_text()
+    assert "| cold (" in text and "Efficiency, like for like" in text
 
 
 def _mean_valid_ndcg(out: Path, model: str) -> float:
@@ -72,7 +104,7 @@ def test_a_rerun_comes_from_the_caches(chain: tuple[Path, Path], monkeypatch: py
     def fail(*a: object, **k: object) -> None:
         raise AssertionError("a cached step was recomputed")
 
-    for name in ("train_stage_a", "item_embeddings", "instance_level_sft_epoch_time"):
+    for name in ("train_stage_a", "item_embeddings", "measure_efficiency"):
         monkeypatch.setattr(p2rec_module, name, fail)
     monkeypatch.setattr("training.pipeline.fit_model", fail)
     assert main(["p2rec", "--preset", "p2rec-tiny", "--output-dir", str(out)]) == 0

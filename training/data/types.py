@@ -103,6 +103,9 @@ class Split:
     test_history: list[np.ndarray]
     test_target: np.ndarray  # (U,)
     n_items: int
+    # items held out of training (cold-start split, split.py `cold_item_split`): they exist only as test
+    # targets, and training never uses them, not even as negatives; None for the usual split
+    unseen_items: np.ndarray | None = None
 
     @property
     def n_users(self) -> int:

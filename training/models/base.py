@@ -19,11 +19,14 @@ class Batch:
     """One training batch of next-item prediction: `targets[b, t]` is the item after `inputs[b, :t+1]`.
 
     `negatives` (same shape) are sampled items for BCE-style losses; None when the loss needs none.
+    `unseen` marks items that do not exist yet when the model trains (a cold-start split): a full-softmax
+    loss leaves them out, so their rows get no gradient, as a real new item's would not.
     """
 
     inputs: torch.Tensor  # (B, L) int64, left-padded
     targets: torch.Tensor  # (B, L) int64, 0 where there is no target
     negatives: torch.Tensor | None = None  # (B, L) int64
+    unseen: torch.Tensor | None = None  # (n_items + 1,) bool
 
 
 class SequentialRecommender(nn.Module):

@@ -57,4 +57,6 @@ class GRU4Rec(SequentialRecommender):
         valid = batch.targets != PAD
         logits = h[valid] @ self.item_table().T
         logits[:, PAD] = float("-inf")
+        if batch.unseen is not None:
+            logits[:, batch.unseen] = float("-inf")
         return F.cross_entropy(logits, batch.targets[valid])

@@ -144,6 +144,8 @@ class SASRec(SequentialRecommender):
         if self.cfg.loss == "ce":
             logits = h @ table.T  # (N, n_items + 1)
             logits[:, PAD] = float("-inf")
+            if batch.unseen is not None:
+                logits[:, batch.unseen] = float("-inf")
             return F.cross_entropy(logits, targets)
         assert batch.negatives is not None, "BCE loss needs sampled negatives"
         neg = batch.negatives[valid]

@@ -64,6 +64,12 @@ def fit_model(
     X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)  # kept on the CPU; batches move
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    unseen, negatives_from = None, None
+    if split.unseen_items is not None and len(split.unseen_items):
+        unseen = torch.zeros(split.n_items + 1, dtype=torch.bool)
+        unseen[torch.from_numpy(np.asarray(split.unseen_items, dtype=np.int64))] = True
+        negatives_from = torch.nonzero(~unseen[1:]).flatten() + 1  # sampled negatives skip unseen items too
+        unseen = unseen.to(device)
     curves: dict[str, list[float]] = {"epoch": [], "train_loss": [], "valid_ndcg@10": []}
     best, best_epoch, bad, best_state = -1.0, 0, 0, None
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, leave=False, dynamic_ncols=True)
@@ -75,8 +81,11 @@ def fit_model(
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i : i + cfg.batch_size]
             y = Y[idx]
-            neg = torch.randint(1, split.n_items + 1, y.shape, generator=gen)
-            batch = Batch(inputs=X[idx].to(device), targets=y.to(device), negatives=neg.to(device))
+            if negatives_from is None:
+                neg = torch.randint(1, split.n_items + 1, y.shape, generator=gen)
+            else:
+                neg = negatives_from[torch.randint(0, len(negatives_from), y.shape, generator=gen)]
+            batch = Batch(inputs=X[idx].to(device), targets=y.to(device), negatives=neg.to(device), unseen=unseen)
             loss = model.loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -61,14 +61,22 @@ def build_lora_config(s: LoraSettings) -> Any:
     )
 
 
-def load_base(cfg: EncoderConfig) -> tuple[Any, Any]:
-    """(causal LM on the configured device and dtype, tokenizer with a pad token)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(cfg: EncoderConfig) -> Any:
+    """The base model's tokenizer alone, with a pad token (no weights loaded)."""
+    from transformers import AutoTokenizer
 
-    path = model_dir(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir(cfg))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(cfg: EncoderConfig) -> tuple[Any, Any]:
+    """(causal LM on the configured device and dtype, tokenizer with a pad token)."""
+    from transformers import AutoModelForCausalLM
+
+    path = model_dir(cfg)
+    tokenizer = load_tokenizer(cfg)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[cfg.dtype])
     model.config.use_cache = False
     return model.to(resolve_device(cfg.device)), tokenizer

@@ -62,11 +62,16 @@ def render(lines: Sequence[str], cfg: PromptConfig, tokenizer: Any) -> str:
 def encode_history(lines: Sequence[str], cfg: PromptConfig, tokenizer: Any) -> list[int]:
     """Token ids of the prompt for the newest `max_history_items` lines, dropping older lines until the
     prompt fits `max_prompt_tokens` (one line is always kept, cut at the token limit if it must be)."""
+    return encode_history_shown(lines, cfg, tokenizer)[0]
+
+
+def encode_history_shown(lines: Sequence[str], cfg: PromptConfig, tokenizer: Any) -> tuple[list[int], int]:
+    """`encode_history`'s ids and how many of the newest lines the prompt shows."""
     lines = list(lines)[-cfg.max_history_items :] if cfg.max_history_items > 0 else []
     while True:
         ids = tokenizer(render(lines, cfg, tokenizer), add_special_tokens=False)["input_ids"]
         if len(ids) <= cfg.max_prompt_tokens or len(lines) <= 1:
-            return list(ids[: cfg.max_prompt_tokens])
+            return list(ids[: cfg.max_prompt_tokens]), len(lines)
         # drop proportionally to the overshoot (at least one line) to avoid one tokenisation per line
         excess = len(ids) - cfg.max_prompt_tokens
         per_line = max(1, (len(ids) - 40) // max(1, len(lines)))
@@ -78,6 +83,11 @@ def user_prompt_ids(
 ) -> list[int]:
     """Prompt token ids for a user history of dense item ids (oldest first)."""
     return encode_history([texts[int(i)] for i in history], cfg, tokenizer)
+
+
+def shown_items(history: np.ndarray, texts: Sequence[str], cfg: PromptConfig, tokenizer: Any) -> int:
+    """How many of the newest items of `history` the user prompt shows (P2Rec's "shown" target)."""
+    return encode_history_shown([texts[int(i)] for i in history], cfg, tokenizer)[1]
 
 
 def virtual_user_ids(text: str, cfg: PromptConfig, tokenizer: Any) -> list[int]:

@@ -2,9 +2,15 @@
 
 TSLRec/P2Rec (arXiv 2406.00333) clusters the item embeddings of a trained SR teacher into K latent
 categories and asks the LLM to reconstruct, from a user's history text, the user's distribution over those
-categories. Two targets are offered, as a configured choice:
+categories. The targets offered, as a configured choice:
 
-- "counts": the normalised category counts of the user's training sequence (what the user did);
+- "counts": the normalised category counts of the user's whole training sequence (what the user did).
+  The prompt shows only the newest titles, so on long histories part of this target is unknowable from
+  the input;
+- "shown": the counts over exactly the items the prompt shows (fully knowable, but blind to the rest);
+- "recency": every training item weighted by 0.5 ** (age / half_life), age 0 = the newest: the whole
+  history, with most of the mass on the items the prompt shows (1 - 0.5 ** (M / half_life) of it for M
+  shown items);
 - "teacher": the teacher's predicted next-item distribution (softmax over all items, with a temperature)
   summed per category (what the SR model believes the user will do next).
 
@@ -109,16 +115,75 @@ def sweep_k(
     return rows
 
 
-def counts_targets(train: Sequence[np.ndarray], category_of: np.ndarray, k: int) -> np.ndarray:
-    """(U, K) normalised category counts of each training sequence; uniform for an empty sequence."""
+def weighted_targets(
+    train: Sequence[np.ndarray], category_of: np.ndarray, k: int, weights: Callable[[int, int], np.ndarray]
+) -> np.ndarray:
+    """(U, K): each user's category mass with item weights `weights(user, length)` (oldest first),
+    normalised; uniform for an empty sequence or all-zero weights."""
     out = np.full((len(train), k), 1.0 / k, dtype=np.float32)
     for u, seq in enumerate(train):
-        cats = category_of[np.asarray(seq, dtype=np.int64)]
-        cats = cats[cats >= 0]
-        if len(cats):
-            counts = np.bincount(cats, minlength=k).astype(np.float32)
-            out[u] = counts / counts.sum()
+        seq = np.asarray(seq, dtype=np.int64)
+        cats = category_of[seq]
+        w = np.asarray(weights(u, len(seq)), dtype=np.float64)[cats >= 0]
+        if w.sum() > 0:
+            mass = np.bincount(cats[cats >= 0], weights=w, minlength=k)
+            out[u] = mass / mass.sum()
     return out
+
+
+def counts_targets(train: Sequence[np.ndarray], category_of: np.ndarray, k: int) -> np.ndarray:
+    """(U, K) normalised category counts of each training sequence; uniform for an empty sequence."""
+    return weighted_targets(train, category_of, k, lambda u, n: np.ones(n))
+
+
+def shown_targets(
+    train: Sequence[np.ndarray], category_of: np.ndarray, k: int, n_shown: Sequence[int]
+) -> np.ndarray:
+    """(U, K) category counts of the newest `n_shown[u]` items: exactly what user u's prompt lists."""
+    return weighted_targets(train, category_of, k, lambda u, n: (np.arange(n) >= n - n_shown[u]).astype(float))
+
+
+def recency_targets(train: Sequence[np.ndarray], category_of: np.ndarray, k: int, half_life: float) -> np.ndarray:
+    """(U, K) category mass with weight 0.5 ** (age / half_life), age 0 = the newest item."""
+    if half_life <= 0:
+        raise ValueError(f"recency half-life must be > 0, got {half_life}")
+    return weighted_targets(train, category_of, k, lambda u, n: 0.5 ** (np.arange(n)[::-1] / half_life))
+
+
+def kl_rows(target: np.ndarray, pred: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """(U,) KL(target_u || pred_u) in nats."""
+    t = np.asarray(target, dtype=np.float64)
+    q = np.asarray(pred, dtype=np.float64)
+    return np.where(t > 0, t * (np.log(t + eps) - np.log(q + eps)), 0.0).sum(axis=1)
+
+
+def target_fit(
+    target: np.ndarray,
+    pred: np.ndarray,
+    prior: np.ndarray,
+    shown: np.ndarray,
+    next_category: np.ndarray,
+) -> dict[str, float]:
+    """How well predictions `pred` (U, K) of held-out users fit their `target` (U, K), next to two
+    predictors that need no LLM: the training users' mean target (`prior`, (K,)) and the smoothed histogram
+    of the categories the prompt shows (`shown`, (U, K)). `next_category` (U,) is each user's next
+    (validation) item's category: its negative log-likelihood is the yardstick common to every target
+    variant, since each variant's KL is against a different distribution."""
+    prior_rows = np.broadcast_to(prior, target.shape)
+    rows = np.arange(len(next_category))
+
+    def nll(p: np.ndarray) -> float:
+        return float(-np.log(np.asarray(p, dtype=np.float64)[rows, next_category] + 1e-12).mean())
+
+    return {
+        "kl": float(kl_rows(target, pred).mean()),
+        "kl_prior": float(kl_rows(target, prior_rows).mean()),
+        "kl_shown": float(kl_rows(target, shown).mean()),
+        "next_nll": nll(pred),
+        "next_nll_prior": nll(prior_rows),
+        "next_nll_shown": nll(shown),
+        "n_users": float(len(rows)),
+    }
 
 
 def teacher_targets(

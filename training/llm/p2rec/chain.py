@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,15 @@ from training.config import REPO_ROOT, RunConfig
 from training.data.types import SequenceDataset, Split
 from training.eval import aggregate, markdown_table, write_report
 from training.llm.p2rec.categories import ScoreFn
-from training.llm.p2rec.config import p2rec_config
+from training.llm.p2rec.config import P2RecConfig, p2rec_config
 from training.llm.p2rec.pipeline import P2RecResult, run_p2rec
-from training.llm.p2rec.report import gains_table, p2rec_sections
+from training.llm.p2rec.report import gains_table, p2rec_sections, regime_sections
 from training.models import SequentialRecommender, build_model
 from training.train import make_score_fn
 
 log = logging.getLogger(__name__)
 REPORT_NAME = "p2rec_report.md"
+REPORT_JSON = "p2rec_report.json"
 
 Runs = dict[str, list[dict[str, Any]]]  # model -> per-seed results (pipeline.train_one's dicts)
 
@@ -45,6 +46,7 @@ class P2RecRun:
     aug: torch.Tensor  # (n_items + 1, aug_dim) the variants were trained on
     table: str  # markdown: test metrics, mean ± std over seeds
     gains: str  # markdown: relative NDCG@10 change of each variant against the plain teacher
+    regimes: dict[str, Any] = field(default_factory=dict)  # regime -> {"n_users", "rows": aggregated}
 
 
 def check_models(cfg: RunConfig, n_items: int) -> None:
@@ -76,8 +78,58 @@ def train_variants(cfg: RunConfig, split: Split, aug: torch.Tensor) -> Runs:
     }
 
 
-def report(cfg: RunConfig, results: Runs, p2rec_report: dict[str, Any], command: str) -> tuple[str, str]:
-    """metrics.json, p2rec_report.md and the plots under output_dir; returns (metrics table, gains table)."""
+def regime_runs(cfg: RunConfig, split: Split, aug: torch.Tensor) -> dict[str, list[dict[str, Any]]]:
+    """model -> per-seed regime metrics (pipeline.regime_result) for the teacher and every p2rec model."""
+    out = {cfg.teacher.model: [pipeline.regime_result(cfg, cfg.model_spec(cfg.teacher.model), s, split)
+                               for s in cfg.eval.seeds]}
+    for spec in cfg.p2rec_models:
+        out[spec.name] = [pipeline.regime_result(cfg, spec, s, split, aug) for s in cfg.eval.seeds]
+    return out
+
+
+def aggregate_regimes(runs: dict[str, list[dict[str, Any]]], seeds: list[int], names: list[str]) -> dict[str, Any]:
+    """{regime: {"n_users": n, "rows": aggregated (model -> protocol -> metric)}} for the named regimes
+    that have users."""
+    out: dict[str, Any] = {}
+    for name in names:
+        first = next(iter(runs.values()))[0][name]
+        if not first["n_users"]:
+            continue
+        per_seed = {m: [{p: v for p, v in r[name].items() if p != "n_users"} for r in rs] for m, rs in runs.items()}
+        out[name] = {"n_users": first["n_users"], "rows": aggregate(per_seed, seeds)}
+    return out
+
+
+def cold_config(cfg: RunConfig, p2cfg: P2RecConfig) -> tuple[RunConfig, P2RecConfig]:
+    """The same preset on the cold-start split (its own output folder, `cold/`); stage (a) on the chosen
+    target only, no efficiency timing (both are measured on the usual split)."""
+    data = replace(cfg.data, cold_item_frac=p2cfg.cold_item_frac, cold_seed=p2cfg.seed)
+    cold = replace(cfg, data=data, output_dir=str(pipeline.output_dir(cfg) / "cold"))
+    return cold, replace(p2cfg, target_variants=[], sft_timing_examples=0)
+
+
+def _p2rec_on(
+    cfg: RunConfig, p2cfg: P2RecConfig, ds: SequenceDataset, split: Split
+) -> tuple[Runs, P2RecResult, torch.Tensor]:
+    teacher_runs, teacher_dir = ensure_teacher(cfg, split)
+    # Always hand over the teacher: with another target it only reports how far that target is from the
+    # teacher's distribution.
+    res = run_p2rec(
+        p2cfg,
+        ds,
+        split,
+        np.load(teacher_dir / "item_embeddings.npy"),
+        pipeline.output_dir(cfg) / "p2rec",
+        teacher_score_fn(cfg, split, teacher_dir),
+    )
+    aug = torch.from_numpy(np.load(res.aug_path))
+    return {cfg.teacher.model: teacher_runs, **train_variants(cfg, split, aug)}, res, aug
+
+
+def report(
+    cfg: RunConfig, results: Runs, p2rec_report: dict[str, Any], command: str, regimes: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """metrics.json, p2rec_report.md/.json and the plots under output_dir; returns (metrics table, gains)."""
     agg = aggregate({m: [r["test"] for r in runs] for m, runs in results.items()}, cfg.eval.seeds)
     curves = {m: {r["seed"]: r["curves"] for r in runs} for m, runs in results.items()}
     gains = gains_table(agg, cfg.teacher.model)
@@ -88,30 +140,54 @@ def report(cfg: RunConfig, results: Runs, p2rec_report: dict[str, Any], command:
         title=f"{cfg.name}: plain {cfg.teacher.model} against P2Rec variants, mean ± std over seeds {cfg.eval.seeds}",
         command=command,
         report_name=REPORT_NAME,
-        sections=p2rec_sections(p2rec_report, gains, command),
+        sections=[
+            *([f"**{note}**"] if (note := p2rec_report["config"].get("report_note", "")) else []),
+            *regime_sections(regimes or {}, cfg.teacher.model),
+            *p2rec_sections(p2rec_report, gains, command),
+        ],
     )
+    keep = ("config", "categories", "targets", "target_variants", "efficiency", "stage_a", "stage_b")
+    valid = {m: float(np.mean([r["best_valid_ndcg@10"] for r in runs])) for m, runs in results.items()}
+    doc = {
+        "preset": cfg.name,
+        "command": command,
+        "note": p2rec_report["config"].get("report_note", ""),
+        "baseline": cfg.teacher.model,
+        "best_variant": best_variant(cfg, results),  # by mean validation NDCG@10, never by test
+        "valid_ndcg@10": valid,
+        "rows": agg,
+        "regimes": regimes or {},
+        "p2rec": {k: p2rec_report[k] for k in keep if k in p2rec_report},
+    }
+    (pipeline.output_dir(cfg) / REPORT_JSON).write_text(json.dumps(doc, indent=1, default=str))
     return markdown_table(agg), gains
 
 
 def run_chain(cfg: RunConfig, ds: SequenceDataset, split: Split, command: str) -> P2RecRun:
-    """Teacher → P2Rec LLM stages → SR variants → report; every step resumes from its cache."""
+    """Teacher → P2Rec LLM stages → SR variants → regimes [→ the same on a cold-start split] → report;
+    every step resumes from its cache."""
+    from training.eval.regimes import REGIMES
+
     p2cfg = p2rec_config(cfg)
     check_models(cfg, split.n_items)
-    teacher_runs, teacher_dir = ensure_teacher(cfg, split)
-    # Always hand over the teacher: with target="counts" it is only used to report how far the
-    # counts target is from the teacher's distribution (the issue asks for both to be compared).
-    res = run_p2rec(
-        p2cfg,
-        ds,
-        split,
-        np.load(teacher_dir / "item_embeddings.npy"),
-        pipeline.output_dir(cfg) / "p2rec",
-        teacher_score_fn(cfg, split, teacher_dir),
-    )
-    aug = torch.from_numpy(np.load(res.aug_path))
-    results = {cfg.teacher.model: teacher_runs, **train_variants(cfg, split, aug)}
-    table, gains = report(cfg, results, res.report, command)
-    return P2RecRun(results, res, aug, table, gains)
+    results, res, aug = _p2rec_on(cfg, p2cfg, ds, split)
+    regimes = aggregate_regimes(regime_runs(cfg, split, aug), cfg.eval.seeds, [r for r in REGIMES if r != "cold"])
+    if p2cfg.cold_item_frac > 0:
+        cold_cfg, cold_p2 = cold_config(cfg, p2cfg)
+        _, cold_split = pipeline.prepare_stage(cold_cfg)
+        _, _, cold_aug = _p2rec_on(cold_cfg, cold_p2, ds, cold_split)
+        cold = aggregate_regimes(regime_runs(cold_cfg, cold_split, cold_aug), cfg.eval.seeds, ["cold"])
+        regimes.update(cold)
+    table, gains = report(cfg, results, res.report, command, regimes)
+    return P2RecRun(results, res, aug, table, gains, regimes)
+
+
+def publish(cfg: RunConfig, dest: Path) -> list[Path]:
+    """Copy p2rec_report.md/.json and the plots to `dest` as p2rec-<preset>.* (docs/results)."""
+    from training.eval.report import publish_report
+
+    name = cfg.name if cfg.name.startswith("p2rec-") else f"p2rec-{cfg.name}"
+    return publish_report(pipeline.output_dir(cfg), REPORT_NAME, REPORT_JSON, dest, name)
 
 
 def best_variant(cfg: RunConfig, results: Runs) -> str:

@@ -23,7 +23,12 @@ class P2RecConfig:
     k: int = 32  # latent categories (ours: the paper's K is not available offline; see sweep_ks)
     spherical: bool = False
     sweep_ks: list[int] = field(default_factory=lambda: [8, 16, 32, 64])  # reported, not used to pick K
-    target: Literal["counts", "teacher"] = "counts"
+    # the stage (a) target (categories.py): what the LLM learns to reconstruct and stage (b) then encodes
+    target: Literal["counts", "shown", "recency", "teacher"] = "counts"
+    # also tune stage (a) on these targets, the same way, to compare their held-out fit (the report's
+    # target table); [] = only `target`
+    target_variants: list[str] = field(default_factory=list)
+    recency_half_life: float = 5.0  # items; the "recency" target's weight halves every half_life items
     teacher_temperature: float = 1.0
     teacher_mask_history: bool = True  # drop already-seen items from the teacher's distribution (ours)
     loss: Literal["kl", "mse"] = "kl"
@@ -44,9 +49,26 @@ class P2RecConfig:
     aug_dim: int = 64  # = the SR model's dim, so SASRecInit can take it directly
     infer_batch_size: int = 32
     merge_for_inference: bool = True  # fold LoRA into the weights before stage (b) (same output, faster)
-    sft_timing_examples: int = 32  # instance-level SFT baseline subsample; 0 skips the measurement
+    sft_timing_examples: int = 32  # examples timed per side for the efficiency ratio; 0 skips it
     seed: int = 0
     max_users: int | None = None  # subsample of users for stage (a) (quick presets); None = all
+    # > 0: the chain also runs on a cold-start split (this share of items held out of training, recovered
+    # through their text) and reports the `cold` regime from it (training/data/split.py)
+    cold_item_frac: float = 0.0
+    # users the target variants are compared on: stage (a)'s held-out users plus users outside its
+    # subsample, at most this many (forward passes only)
+    target_eval_users: int = 400
+    report_note: str = ""  # printed at the top of the report, e.g. how a CPU run was reduced
+
+    def __post_init__(self) -> None:
+        allowed = {"counts", "shown", "recency", "teacher"}
+        bad = sorted({self.target, *self.target_variants} - allowed)
+        if bad:
+            raise ValueError(f"p2rec target(s) {bad} unknown; choose from {sorted(allowed)}")
+
+    def variants(self) -> list[str]:
+        """Every stage (a) target to tune: `target` first, then the other `target_variants`."""
+        return [self.target, *[v for v in self.target_variants if v != self.target]]
 
     def encoder(self) -> EncoderConfig:
         return EncoderConfig(self.base_model, self.dtype, self.pooling, self.device)

@@ -17,21 +17,33 @@ from typing import Any
 import numpy as np
 
 from training.data.types import SequenceDataset, Split
+from training.device import device_label, model_device, resolve_device
 from training.llm.core.cache import cached, fingerprint, fingerprint_of
-from training.llm.core.model import load_base
-from training.llm.core.prompts import catalogue_texts, user_prompt_ids
+from training.llm.core.model import load_base, load_tokenizer
+from training.llm.core.prompts import catalogue_texts, shown_items, user_prompt_ids
 from training.llm.p2rec.categories import (
     ScoreFn,
     balance,
     compare_targets,
     counts_targets,
     fit_categories,
+    kl_rows,
+    recency_targets,
+    shown_targets,
     sweep_k,
+    target_fit,
     teacher_targets,
 )
 from training.llm.p2rec.config import P2RecConfig
-from training.llm.p2rec.sft_baseline import instance_level_sft_epoch_time
-from training.llm.p2rec.stage_a import load_stage_a, merge_lora, save_stage_a, train_stage_a
+from training.llm.p2rec.efficiency import measure_efficiency
+from training.llm.p2rec.stage_a import (
+    load_stage_a,
+    merge_lora,
+    predict,
+    save_stage_a,
+    split_users,
+    train_stage_a,
+)
 from training.llm.p2rec.stage_b import item_embeddings
 
 log = logging.getLogger(__name__)
@@ -75,71 +87,165 @@ def _categories_stage(cfg: P2RecConfig, teacher_emb: np.ndarray, root: Path) -> 
 
 
 def _targets_stage(
-    cfg: P2RecConfig, split: Split, cat_dir: Path, teacher_fp: str, score_fn: ScoreFn | None, root: Path
+    cfg: P2RecConfig,
+    split: Split,
+    texts: Sequence[str],
+    cat_dir: Path,
+    teacher_fp: str,
+    score_fn: ScoreFn | None,
+    root: Path,
 ) -> tuple[dict[str, Any], Path]:
-    if cfg.target == "teacher" and score_fn is None:
+    """Every target variant as targets_<name>.npy (teacher only with a score function), n_shown.npy, and
+    how far each is from the whole-history counts."""
+    if "teacher" in cfg.variants() and score_fn is None:
         raise ValueError("target='teacher' needs the teacher's score function (teacher_score_fn)")
     key = {
-        "target": cfg.target,
         "temperature": cfg.teacher_temperature,
         "mask_history": cfg.teacher_mask_history,
         "has_teacher": score_fn is not None,
+        "half_life": cfg.recency_half_life,
+        "prompt": asdict(cfg.prompt()),  # what the prompt shows defines the "shown" target
+        "enc": cfg.base_model,
     }
 
     def compute(d: Path) -> None:
         category_of = np.load(cat_dir / "category_of.npy")
-        counts = counts_targets(split.train, category_of, cfg.k)
-        info: dict[str, Any] = {"target": cfg.target}
-        chosen = counts
+        tok = load_tokenizer(cfg.encoder())
+        n_shown = np.array([shown_items(s, texts, cfg.prompt(), tok) if len(s) else 0 for s in split.train])
+        variants = {
+            "counts": counts_targets(split.train, category_of, cfg.k),
+            "shown": shown_targets(split.train, category_of, cfg.k, n_shown),
+            "recency": recency_targets(split.train, category_of, cfg.k, cfg.recency_half_life),
+        }
         if score_fn is not None:
-            teacher = teacher_targets(
+            variants["teacher"] = teacher_targets(
                 split.train, category_of, cfg.k, score_fn, cfg.teacher_temperature, cfg.teacher_mask_history
             )
-            np.save(d / "teacher_targets.npy", teacher)
-            info["counts_vs_teacher"] = compare_targets(counts, teacher)
-            chosen = teacher if cfg.target == "teacher" else counts
-        np.save(d / "counts_targets.npy", counts)
-        np.save(d / "targets.npy", chosen.astype(np.float32))
+        for name, value in variants.items():
+            np.save(d / f"targets_{name}.npy", value.astype(np.float32))
+        np.save(d / "n_shown.npy", n_shown)
+        lengths = np.array([len(s) for s in split.train])
+        info: dict[str, Any] = {
+            "variants": sorted(variants),
+            "vs_counts": {n: compare_targets(variants["counts"], v) for n, v in variants.items() if n != "counts"},
+            "mean_train_items": float(lengths.mean()),
+            "mean_shown_items": float(n_shown.mean()),
+        }
+        if "teacher" in variants:  # the name earlier reports used
+            info["counts_vs_teacher"] = info["vs_counts"]["teacher"]
         (d / "targets.json").write_text(json.dumps(info, indent=1))
 
-    inputs = fingerprint(fingerprint_of(cat_dir), teacher_fp, list(split.train))
+    inputs = fingerprint(fingerprint_of(cat_dir), teacher_fp, list(split.train), list(texts))
     return cached(
         "targets", key, inputs, root, compute, lambda d: json.loads((d / "targets.json").read_text())
     )
 
 
 def _stage_a(
-    cfg: P2RecConfig, split: Split, texts: Sequence[str], tgt_dir: Path, root: Path
+    cfg: P2RecConfig, split: Split, texts: Sequence[str], tgt_dir: Path, variant: str, root: Path
 ) -> tuple[dict[str, Any], Path]:
+    """Stage (a) tuned on one target variant; also saves which users it tuned on (train_users.npy) and
+    held out (valid_users.npy), for the target comparison."""
     key = {
         "enc": asdict(cfg.encoder()) | {"device": None},
         "lora": asdict(cfg.lora()),
         "prompt": asdict(cfg.prompt()),
         "train": asdict(cfg.stage_a()),
         "max_users": cfg.max_users,
+        "target": variant,
     }
+    target_file = tgt_dir / f"targets_{variant}.npy"
 
     def compute(d: Path) -> None:
-        targets = np.load(tgt_dir / "targets.npy")
+        targets = np.load(target_file)
         model, tok = load_base(cfg.encoder())
         users = _users(split, cfg.max_users, cfg.seed)
         prompts = [user_prompt_ids(split.train[u], texts, cfg.prompt(), tok) for u in users]
         res = train_stage_a(
             model, tok.pad_token_id, prompts, targets[users], cfg.stage_a(), cfg.lora(), cfg.pooling
         )
+        _, va = split_users(len(users), cfg.stage_a().valid_frac, cfg.stage_a().seed)
+        np.save(d / "valid_users.npy", users[va])
+        np.save(d / "train_users.npy", np.setdiff1d(users, users[va]))
         report = res.report() | {
+            "target": variant,
             "n_users": len(users),
             "mean_prompt_tokens": float(np.mean([len(p) for p in prompts])),
+            "device": device_label(model_device(res.model)),
         }
         save_stage_a(res.model, res.head, d, report)
 
-    inputs = fingerprint(fingerprint_of(tgt_dir), list(texts), list(split.train))
+    inputs = fingerprint(fingerprint(np.load(target_file)), list(texts), list(split.train))
     return cached(
         "stage_a", key, inputs, root, compute, lambda d: json.loads((d / "stage_a.json").read_text())
     )
 
 
-def _sft_timing(cfg: P2RecConfig, split: Split, texts: Sequence[str], root: Path) -> dict[str, Any]:
+def _target_eval(
+    cfg: P2RecConfig, split: Split, texts: Sequence[str], variant: str, a_dir: Path, root: Path
+) -> tuple[dict[str, Any], Path]:
+    """The stage (a) model of one target variant run on users it was not tuned on: its held-out users plus
+    users outside the `max_users` subsample, at most `target_eval_users` (users.npy, pred.npy)."""
+    key = {"prompt": asdict(cfg.prompt()), "n": cfg.target_eval_users, "seed": cfg.seed, "pooling": cfg.pooling}
+
+    def compute(d: Path) -> None:
+        tuned = set(np.load(a_dir / "train_users.npy").tolist())
+        pool = np.array([u for u, s in enumerate(split.train) if len(s) and u not in tuned], dtype=np.int64)
+        held = np.load(a_dir / "valid_users.npy")
+        rest = np.setdiff1d(pool, held)
+        n_rest = max(0, min(len(rest), cfg.target_eval_users - len(held)))
+        users = np.sort(np.concatenate([held, np.random.default_rng(cfg.seed).choice(rest, n_rest, replace=False)]))
+        model, head, tok = load_stage_a(a_dir, cfg.encoder())
+        prompts = [user_prompt_ids(split.train[u], texts, cfg.prompt(), tok) for u in users]
+        np.save(d / "users.npy", users)
+        np.save(d / "pred.npy", predict(model, head, prompts, tok.pad_token_id, cfg.pooling, cfg.infer_batch_size))
+        (d / "target_eval.json").write_text(json.dumps({"variant": variant, "n_users": len(users)}))
+
+    inputs = fingerprint(fingerprint_of(a_dir), list(split.train))
+    return cached(
+        "target_eval", key, inputs, root, compute, lambda d: json.loads((d / "target_eval.json").read_text())
+    )
+
+
+def target_comparison(
+    cfg: P2RecConfig, split: Split, tgt_dir: Path, cat_dir: Path, eval_dirs: dict[str, tuple[Path, Path]]
+) -> dict[str, dict[str, float]]:
+    """{variant: categories.target_fit(...)} on users each variant's stage (a) was not tuned on (the same
+    users for every variant: they depend only on the user subsample and the seed). `eval_dirs[variant]` is
+    (stage (a) folder, `_target_eval` folder)."""
+    category_of = np.load(cat_dir / "category_of.npy")
+    n_shown = np.load(tgt_dir / "n_shown.npy")
+    shown_all = np.load(tgt_dir / "targets_shown.npy")
+    out = {}
+    for variant, (a_dir, e_dir) in eval_dirs.items():
+        target = np.load(tgt_dir / f"targets_{variant}.npy")
+        va, tr = np.load(e_dir / "users.npy"), np.load(a_dir / "train_users.npy")
+        if not len(va):
+            continue
+        prior = target[tr].mean(axis=0)
+        alpha = min(SMOOTHING, key=lambda a: kl_rows(target[tr], _smoothed(shown_all[tr], n_shown[tr], prior, a)).mean())
+        shown = _smoothed(shown_all[va], n_shown[va], prior, alpha)
+        next_category = category_of[np.asarray(split.valid_target)[va]]
+        fit = target_fit(target[va], np.load(e_dir / "pred.npy"), prior, shown, next_category)
+        out[variant] = fit | {"shown_pseudo_counts": alpha}
+    return out
+
+
+SMOOTHING = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # pseudo-counts tried for the shown-histogram predictor
+
+
+def _smoothed(hist: np.ndarray, n: np.ndarray, prior: np.ndarray, alpha: float) -> np.ndarray:
+    """The shown-category histogram with `alpha` pseudo-counts spread as `prior` (alpha is picked on the
+    training users, per variant, as the value with the lowest KL to their target)."""
+    n = n[:, None].astype(np.float64)
+    return (n * hist + alpha * prior) / (n + alpha)
+
+
+def _efficiency(
+    cfg: P2RecConfig, split: Split, texts: Sequence[str], tgt_dir: Path, cat_dir: Path, root: Path
+) -> dict[str, Any]:
+    """efficiency.measure_efficiency, cached per device label (a CPU time is never divided by a GPU time)."""
+    device = device_label(resolve_device(cfg.device))
     key = {
         "enc": asdict(cfg.encoder()) | {"device": None},
         "lora": asdict(cfg.lora()),
@@ -147,27 +253,21 @@ def _sft_timing(cfg: P2RecConfig, split: Split, texts: Sequence[str], root: Path
         "n": cfg.sft_timing_examples,
         "bs": cfg.batch_size,
         "seed": cfg.seed,
+        "on": device,
     }
+    target_file = tgt_dir / f"targets_{cfg.target}.npy"
 
     def compute(d: Path) -> None:
         model, tok = load_base(cfg.encoder())
-        t = instance_level_sft_epoch_time(
-            model,
-            tok,
-            split.train,
-            texts,
-            cfg.prompt(),
-            cfg.sft_timing_examples,
-            cfg.batch_size,
-            cfg.lr,
-            cfg.lora(),
-            cfg.seed,
+        eff = measure_efficiency(
+            model, tok, split.train, texts, np.load(target_file), np.load(cat_dir / "category_of.npy"),
+            cfg.prompt(), cfg.sft_timing_examples, cfg.batch_size, cfg.lr, cfg.lora(), cfg.pooling, cfg.seed,
         )
-        (d / "sft_timing.json").write_text(json.dumps(asdict(t), indent=1))
+        (d / "efficiency.json").write_text(json.dumps(eff.report(), indent=1))
 
-    inputs = fingerprint(list(texts), list(split.train))
+    inputs = fingerprint(list(texts), list(split.train), fingerprint(np.load(target_file)))
     value, _ = cached(
-        "sft_timing", key, inputs, root, compute, lambda d: json.loads((d / "sft_timing.json").read_text())
+        "efficiency", key, inputs, root, compute, lambda d: json.loads((d / "efficiency.json").read_text())
     )
     return value
 
@@ -216,7 +316,8 @@ def run_p2rec(
     out_root: Path,
     teacher_score_fn: ScoreFn | None = None,
 ) -> P2RecResult:
-    """Categories -> targets -> stage (a) -> [SFT timing] -> stage (b); writes `out_root/report.json`.
+    """Categories -> targets -> stage (a) per target variant -> [efficiency] -> stage (b) on `cfg.target`'s
+    stage (a); writes `out_root/report.json`.
 
     `teacher_embeddings` is the teacher's (n_items + 1, d) item table (runs/<preset>/teacher/
     item_embeddings.npy); `teacher_score_fn(histories) -> (B, n_items + 1)` is only needed for
@@ -226,26 +327,26 @@ def run_p2rec(
     texts = catalogue_texts(dataset.items, cfg.prompt())
     cat_info, cat_dir = _categories_stage(cfg, teacher_embeddings, out_root)
     tgt_info, tgt_dir = _targets_stage(
-        cfg, split, cat_dir, fingerprint(teacher_embeddings), teacher_score_fn, out_root
+        cfg, split, texts, cat_dir, fingerprint(teacher_embeddings), teacher_score_fn, out_root
     )
-    a_info, a_dir = _stage_a(cfg, split, texts, tgt_dir, out_root)
+    a_runs = {v: _stage_a(cfg, split, texts, tgt_dir, v, out_root) for v in cfg.variants()}
+    a_info, a_dir = a_runs[cfg.target]
+    tgt_info = tgt_info | {"target": cfg.target}
     report: dict[str, Any] = {
         "config": asdict(cfg),
         "categories": cat_info,
         "targets": tgt_info,
         "stage_a": a_info,
     }
+    # compared only when variants are asked for: one forward pass per evaluated user and variant
+    evals = {v: (d, _target_eval(cfg, split, texts, v, d, out_root)[1]) for v, (_, d) in a_runs.items()
+             if cfg.target_variants}
+    report["target_variants"] = {
+        v: {"fit": fit, "best_epoch": a_runs[v][0]["best_epoch"], "curves": a_runs[v][0]["curves"]}
+        for v, fit in target_comparison(cfg, split, tgt_dir, cat_dir, evals).items()
+    }
     if cfg.sft_timing_examples > 0:
-        sft = _sft_timing(cfg, split, texts, out_root)
-        report["sft_baseline"] = sft
-        if sft["epoch_s_estimate"]:
-            # per-example times scaled to ALL users, so a max_users subsample does not flatter the ratio
-            user_epoch = a_info["s_per_example"] * sum(1 for s in split.train if len(s))
-            report["efficiency"] = {
-                "user_level_epoch_s": user_epoch,
-                "instance_level_epoch_s": sft["epoch_s_estimate"],
-                "ratio": user_epoch / sft["epoch_s_estimate"],
-            }
+        report["efficiency"] = _efficiency(cfg, split, texts, tgt_dir, cat_dir, out_root)
     b_info, b_dir = _stage_b(cfg, texts, a_dir, out_root)
     report["stage_b"] = b_info
     report["wall_s"] = time.perf_counter() - start

@@ -106,6 +106,20 @@ def _restore(model: Any, head: nn.Module, state: dict[str, torch.Tensor]) -> Non
 
 
 @torch.no_grad()
+def predict(
+    model: Any, head: nn.Module, prompts: Sequence[list[int]], pad_id: int, pooling: str, batch_size: int
+) -> np.ndarray:
+    """(U, K) predicted category distributions for the given prompts (eval mode, no grad)."""
+    model.eval()
+    head.eval()
+    device = model_device(model)
+    out = np.zeros((len(prompts), head.out_features), dtype=np.float32)
+    for idx in length_batches([len(p) for p in prompts], batch_size, None):
+        ids, mask = pad_batch([prompts[i] for i in idx], pad_id, device)
+        out[idx] = F.softmax(head(encode(model, ids, mask, pooling)).float(), dim=-1).cpu().numpy()
+    return out
+
+
 def evaluate_kl(
     model: Any,
     head: nn.Module,
@@ -118,15 +132,9 @@ def evaluate_kl(
     """Mean KL(target || prediction) over the given users (eval mode, no grad)."""
     if not len(prompts):
         return float("nan")
-    model.eval()
-    head.eval()
-    device = model_device(model)
-    total = 0.0
-    for idx in length_batches([len(p) for p in prompts], batch_size, None):
-        ids, mask = pad_batch([prompts[i] for i in idx], pad_id, device)
-        logits = head(encode(model, ids, mask, pooling))
-        total += stage_loss(logits, torch.as_tensor(targets[idx], device=device), "kl").item() * len(idx)
-    return total / len(prompts)
+    from training.llm.p2rec.categories import kl_rows
+
+    return float(kl_rows(targets, predict(model, head, prompts, pad_id, pooling, batch_size)).mean())
 
 
 def train_stage_a(

@@ -7,7 +7,11 @@ from training.llm.p2rec.categories import (
     compare_targets,
     counts_targets,
     fit_categories,
+    kl_rows,
+    recency_targets,
+    shown_targets,
     sweep_k,
+    target_fit,
     teacher_targets,
 )
 
@@ -75,3 +79,32 @@ def test_compare_targets() -> None:
     out = compare_targets(a, b)
     assert out["js_mean"] == pytest.approx(np.log(2) / 2)  # JS of disjoint one-hots is ln 2
     assert out["top1_agreement"] == 0.5
+
+
+def test_shown_target_counts_only_the_items_the_prompt_lists() -> None:
+    category_of = np.array([-1, 0, 0, 1, 2, 2])
+    train = [np.array([1, 2, 3, 4]), np.array([5, 5])]
+    t = shown_targets(train, category_of, 3, [2, 5])  # user 0's prompt shows items 3, 4; user 1's all
+    np.testing.assert_allclose(t[0], [0, 1 / 2, 1 / 2])
+    np.testing.assert_allclose(t[1], [0, 0, 1])
+
+
+def test_recency_target_halves_the_weight_every_half_life() -> None:
+    category_of = np.array([-1, 0, 1])
+    t = recency_targets([np.array([1, 2])], category_of, 2, half_life=1.0)  # weights 0.5 (old), 1 (new)
+    np.testing.assert_allclose(t[0], [1 / 3, 2 / 3])
+    long = recency_targets([np.array([1] * 50 + [2] * 5)], category_of, 2, half_life=1.0)
+    assert long[0, 1] > 0.95  # the whole history counts, but the newest items carry the mass
+    with pytest.raises(ValueError, match="half-life"):
+        recency_targets([np.array([1])], category_of, 2, half_life=0)
+
+
+def test_target_fit_compares_against_no_llm_predictors() -> None:
+    target = np.array([[0.9, 0.1], [0.2, 0.8]])
+    prior = np.array([0.5, 0.5])
+    fit = target_fit(target, target, prior, np.full((2, 2), 0.5), np.array([0, 1]))
+    assert fit["kl"] == pytest.approx(0.0, abs=1e-9)
+    assert fit["kl_prior"] == pytest.approx(float(kl_rows(target, np.full((2, 2), 0.5)).mean()))
+    assert fit["next_nll"] == pytest.approx(-np.log([0.9, 0.8]).mean())
+    assert fit["next_nll_prior"] == pytest.approx(np.log(2))
+    assert fit["n_users"] == 2

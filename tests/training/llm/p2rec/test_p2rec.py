@@ -47,7 +47,7 @@ def test_run_p2rec_end_to_end_and_resume(
 
     monkeypatch.setattr(p2rec_module, "train_stage_a", fail)
     monkeypatch.setattr(p2rec_module, "item_embeddings", fail)
-    monkeypatch.setattr(p2rec_module, "instance_level_sft_epoch_time", fail)
+    monkeypatch.setattr(p2rec_module, "measure_efficiency", fail)
     again = run_p2rec(cfg, toy_dataset, toy_split, teacher_emb, tmp_path, score_fn)
     assert again.aug_path == res.aug_path
 
