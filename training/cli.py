@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "training", *(argv or sys.argv[1:])])
         if args.command == "p2rec":
             return _p2rec(args, cfg, ds, split, command)
+        if cfg.data.cold_item_frac:  # their tuning loops do not leave held-out items out (Split.unseen_items)
+            log.error("%s does not support data.cold_item_frac; the cold-start split is P2Rec's (p2rec.cold_item_frac)",
+                      args.command)
+            return 2
         return _llm_method(args.command, args, cfg, ds, split, command)
     if args.command == "export":
         print(pipeline.export_stage(cfg, ds, split, args.model, args.seed, Path(args.out)))

@@ -140,15 +140,16 @@ def regime_result(
 ) -> dict[str, Any]:
     """Test metrics per regime (training/eval/regimes.py) of a trained (model, seed); cached in regimes.json
     next to its weights, so models trained before regimes existed are evaluated once, not retrained."""
-    from training.eval.regimes import regime_metrics
+    from training.eval.regimes import DEFINITION, regime_metrics
 
     path = model_dir(cfg, spec, seed, aug) / "regimes.json"
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
+    key = {"definition": DEFINITION, "protocols": list(cfg.eval.protocols), "seed": cfg.eval.protocol_seed}
+    if path.is_file() and (saved := json.loads(path.read_text())).get("key") == key:
+        return dict(saved["result"])
     model = load_trained(cfg, spec, seed, split.n_items, aug)
     score_fn = make_score_fn(model, model.max_len, spec.train.eval_batch_size)
     result = regime_metrics(score_fn, split, cfg.eval.protocols, protocol_seed=cfg.eval.protocol_seed)
-    path.write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps({"key": key, "result": result}, indent=1))
     return result
 
 

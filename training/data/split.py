@@ -51,16 +51,21 @@ def cold_item_split(ds: SequenceDataset, frac: float, seed: int = 0) -> Split:
     Each user's sequence keeps its last item (the test target, cold or not) and loses every cold item before
     it, so no model and no LLM stage sees a cold item in training, validation or a test history: a cold
     target can only be recovered through what stands in for it (P2Rec: the item's text through stage (b)).
-    Users left with fewer than 3 items are dropped (the split's user indices then skip them)."""
+    Users left with fewer than 3 items are dropped (the split's user indices then skip them). The cold items a
+    user consumed before the test stay known to the test ranking (`Split.test_hidden`): they are masked like
+    history items and never drawn as negatives. Validation during training ranks every catalogue item, the
+    held-out ones included (their rows are untrained)."""
     cold = np.zeros(ds.n_items + 1, dtype=bool)
     cold[cold_items(ds.n_items, frac, seed)] = True
-    kept = []
+    kept, hidden = [], []
     for seq in ds.sequences:
         seq = np.asarray(seq, dtype=np.int64)
         head = seq[:-1][~cold[seq[:-1]]]
         if len(head) + 1 >= MIN_SEQ_LEN:
             kept.append(np.concatenate([head, seq[-1:]]))
+            hidden.append(seq[:-1][cold[seq[:-1]]])
     filtered = SequenceDataset(ds.name, [], ds.items, kept, [np.zeros(len(s)) for s in kept])
     split = leave_one_out(filtered)
     split.unseen_items = np.flatnonzero(cold)
+    split.test_hidden = hidden
     return split

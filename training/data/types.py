@@ -106,6 +106,9 @@ class Split:
     # items held out of training (cold-start split, split.py `cold_item_split`): they exist only as test
     # targets, and training never uses them, not even as negatives; None for the usual split
     unseen_items: np.ndarray | None = None
+    # per user, the held-out items they consumed before the test target, which the split hid from their
+    # histories: the test ranking masks them (full) and never draws them as negatives (sampled)
+    test_hidden: list[np.ndarray] | None = None
 
     @property
     def n_users(self) -> int:

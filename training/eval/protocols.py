@@ -119,6 +119,8 @@ def build_candidates(
     for row, u in enumerate(user_idx):
         # the whole sequence: the test history holds train + validation items, plus the test item
         sequence = np.append(split.test_history[u], split.test_target[u]).astype(np.int64)
+        if split.test_hidden is not None and stage == "test":  # consumed items a cold-start split hid
+            sequence = np.append(sequence, split.test_hidden[u]).astype(np.int64)
         seen[sequence] = True
         seen[PAD] = True
         pool = np.flatnonzero(~seen)
@@ -210,10 +212,13 @@ def ranks_by_protocol(
         batch_hist = [histories[u] for u in batch]
         batch_targets = targets[batch].astype(np.int64)
         scores = _score_batch(score_fn, batch_hist, split.n_items)  # (B, n_items + 1)
+        masked = batch_hist
+        if split.test_hidden is not None and stage == "test":  # consumed items a cold-start split hid
+            masked = [np.append(h, split.test_hidden[u]).astype(np.int64) for h, u in zip(batch_hist, batch, strict=True)]
         for spec in specs:
             cand = candidates[spec.name]
             ranks[spec.name][rows] = _batch_ranks(
-                spec, scores, batch_hist, batch_targets, None if cand is None else cand[rows], mask_history
+                spec, scores, masked, batch_targets, None if cand is None else cand[rows], mask_history
             )
     return ranks
 

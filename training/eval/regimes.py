@@ -7,10 +7,10 @@ they are drawn per user index), so a regime's figure is the overall figure restr
 - `all`: every test user.
 - `long_tail`: the test target is outside the most popular `head_frac` of items (training interactions;
   ties broken by id), i.e. in the least popular 80 % by default.
-- `short_history`: the user's training sequence is no longer than its `short_quantile` quantile
-  (the shortest quarter by default).
-- `cold`: the test target has no training interaction at all. On the usual split this is nearly empty; on a
-  cold-start split (`data.cold_item_frac`) it is every user whose target was held out of training.
+- `short_history`: the user's training sequence is no longer than the `short_quantile` quantile of the
+  lengths (0.25 by default; ties at the cut are included, so the share can exceed a quarter).
+- `cold`: on a cold-start split (`data.cold_item_frac`), every user whose test target was held out of
+  training (`Split.unseen_items`); on the usual split, targets without any training interaction.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from training.eval.protocols import (
 )
 
 REGIMES = ("all", "long_tail", "short_history", "cold")
+DEFINITION = 2  # bump when a regime's definition or scoring changes: cached regime results are recomputed
 
 
 def train_popularity(split: Split) -> np.ndarray:
@@ -58,7 +59,7 @@ def regime_users(split: Split, head_frac: float = 0.2, short_quantile: float = 0
         "all": users,
         "long_tail": users[~head_items(pop, head_frac)[target]],
         "short_history": users[lengths <= cut],
-        "cold": users[pop[target] == 0],
+        "cold": users[np.isin(target, split.unseen_items) if split.unseen_items is not None else pop[target] == 0],
     }
 
 

@@ -66,6 +66,8 @@ def fit_model(
     gen = torch.Generator().manual_seed(seed)
     unseen, negatives_from = None, None
     if split.unseen_items is not None and len(split.unseen_items):
+        if cfg.weight_decay:  # Adam's decay would move the held-out rows without any loss term
+            raise ValueError("a split with held-out (unseen) items needs weight_decay: 0")
         unseen = torch.zeros(split.n_items + 1, dtype=torch.bool)
         unseen[torch.from_numpy(np.asarray(split.unseen_items, dtype=np.int64))] = True
         negatives_from = torch.nonzero(~unseen[1:]).flatten() + 1  # sampled negatives skip unseen items too

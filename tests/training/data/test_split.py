@@ -61,5 +61,7 @@ def test_cold_item_split_keeps_cold_items_only_as_test_targets() -> None:
     for u, seq in enumerate(kept):
         assert split.test_target[u] == seq[-1]
         np.testing.assert_array_equal(split.test_history[u], [i for i in seq[:-1] if int(i) not in cold])
+        np.testing.assert_array_equal(split.test_hidden[u], [i for i in seq[:-1] if int(i) in cold])
+    np.testing.assert_array_equal(split.unseen_items, sorted(cold))
     with pytest.raises(ValueError, match="cold_item_frac"):
         cold_items(40, 0.0, 0)

@@ -43,3 +43,24 @@ def test_regime_metrics_equal_the_protocols_on_those_users() -> None:
                         assert got[name][p][metric] == value
         else:
             assert set(got[name]) == {"n_users"}
+
+
+def test_a_cold_split_masks_the_held_out_items_a_user_consumed() -> None:
+    from training.eval.protocols import build_candidates, ranks_by_protocol
+
+    split = make_split([[1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 7, 8]] + [[3, 4, 5, 6, 2, 1]] * 3, n_items=150)
+    split.unseen_items = np.array([9, 10])
+    split.test_hidden = [np.array([9]), np.array([10])] + [np.zeros(0, dtype=np.int64)] * 3
+    split.test_target[0] = 10  # user 0 asks for a held-out item after consuming the other one
+    assert regime_users(split)["cold"].tolist() == [0]
+    cands = build_candidates(split, "sampled100", "test")
+    assert 9 not in cands[0] and 10 not in cands[1, 1:]
+
+    def prefer_hidden(histories: list[np.ndarray]) -> np.ndarray:
+        scores = np.zeros((len(histories), 151))
+        scores[:, 9] = 10.0  # what user 0 consumed, hidden from their history
+        scores[:, 10] = 5.0  # user 0's target
+        return scores
+
+    ranks = ranks_by_protocol(prefer_hidden, split, ["full"], "test")["full"]
+    assert ranks[0] == 0  # item 9 is masked, so the target comes first

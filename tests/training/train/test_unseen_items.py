@@ -40,3 +40,10 @@ def test_unseen_rows_keep_their_initial_values(kind: str, params: dict) -> None:
     seen = torch.tensor([i for i in range(1, split.n_items + 1) if i not in set(split.unseen_items.tolist())])
     torch.testing.assert_close(after[unseen], before[unseen])
     assert not torch.allclose(after[seen], before[seen])  # the others did train
+
+
+def test_weight_decay_would_move_unseen_rows_so_it_is_refused() -> None:
+    split = cold_item_split(_dataset(), 0.2, seed=1)
+    model = build_model("sasrec", split.n_items, {"max_len": 10, "dim": 8, "n_layers": 1, "n_heads": 1})
+    with pytest.raises(ValueError, match="weight_decay"):
+        fit_model(model, split, TrainConfig(epochs=1, weight_decay=0.01, device="cpu"), seed=0)

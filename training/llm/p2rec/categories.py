@@ -163,12 +163,14 @@ def target_fit(
     prior: np.ndarray,
     shown: np.ndarray,
     next_category: np.ndarray,
+    shown_for_next: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How well predictions `pred` (U, K) of held-out users fit their `target` (U, K), next to two
     predictors that need no LLM: the training users' mean target (`prior`, (K,)) and the smoothed histogram
     of the categories the prompt shows (`shown`, (U, K)). `next_category` (U,) is each user's next
     (validation) item's category: its negative log-likelihood is the yardstick common to every target
-    variant, since each variant's KL is against a different distribution."""
+    variant, since each variant's KL is against a different distribution. `shown_for_next` (default:
+    `shown`) is the histogram predictor tuned for that yardstick instead of for the KL."""
     prior_rows = np.broadcast_to(prior, target.shape)
     rows = np.arange(len(next_category))
 
@@ -181,7 +183,7 @@ def target_fit(
         "kl_shown": float(kl_rows(target, shown).mean()),
         "next_nll": nll(pred),
         "next_nll_prior": nll(prior_rows),
-        "next_nll_shown": nll(shown),
+        "next_nll_shown": nll(shown if shown_for_next is None else shown_for_next),
         "n_users": float(len(rows)),
     }
 

@@ -5,7 +5,7 @@
     python -m training p2rec --preset p2rec-tiny                        # CI: a random tiny LLM, seconds
 
 prepare → teacher (the preset's SASRec over its seeds, cached exactly as `run` caches it, then exported) →
-`run_p2rec` (categories, targets, stage a, SFT timing, stage b; each cached) → every `p2rec_models` model
+`run_p2rec` (categories, targets, stage a per target variant, efficiency timing, stage b; each cached) → every `p2rec_models` model
 over the seeds on the augmented table (cached per (model, seed), keyed by the table's fingerprint) →
 p2rec_report.md, metrics.json and plots → optionally the best variant as a service bundle.
 """

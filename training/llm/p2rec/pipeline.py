@@ -41,7 +41,6 @@ from training.llm.p2rec.stage_a import (
     merge_lora,
     predict,
     save_stage_a,
-    split_users,
     train_stage_a,
 )
 from training.llm.p2rec.stage_b import item_embeddings
@@ -164,9 +163,8 @@ def _stage_a(
         res = train_stage_a(
             model, tok.pad_token_id, prompts, targets[users], cfg.stage_a(), cfg.lora(), cfg.pooling
         )
-        _, va = split_users(len(users), cfg.stage_a().valid_frac, cfg.stage_a().seed)
-        np.save(d / "valid_users.npy", users[va])
-        np.save(d / "train_users.npy", np.setdiff1d(users, users[va]))
+        np.save(d / "valid_users.npy", users[res.valid_idx])
+        np.save(d / "train_users.npy", users[res.train_idx])
         report = res.report() | {
             "target": variant,
             "n_users": len(users),
@@ -184,8 +182,9 @@ def _stage_a(
 def _target_eval(
     cfg: P2RecConfig, split: Split, texts: Sequence[str], variant: str, a_dir: Path, root: Path
 ) -> tuple[dict[str, Any], Path]:
-    """The stage (a) model of one target variant run on users it was not tuned on: its held-out users plus
-    users outside the `max_users` subsample, at most `target_eval_users` (users.npy, pred.npy)."""
+    """The stage (a) model of one target variant run on users it was not tuned on: all its held-out users
+    (which picked its epoch) plus users outside the `max_users` subsample, up to `target_eval_users` in all
+    (users.npy, pred.npy)."""
     key = {"prompt": asdict(cfg.prompt()), "n": cfg.target_eval_users, "seed": cfg.seed, "pooling": cfg.pooling}
 
     def compute(d: Path) -> None:
@@ -223,15 +222,25 @@ def target_comparison(
         if not len(va):
             continue
         prior = target[tr].mean(axis=0)
+        # the histogram's pseudo-counts are picked on the tuned users, once per column's measure
         alpha = min(SMOOTHING, key=lambda a: kl_rows(target[tr], _smoothed(shown_all[tr], n_shown[tr], prior, a)).mean())
-        shown = _smoothed(shown_all[va], n_shown[va], prior, alpha)
+        nxt_tr = category_of[np.asarray(split.valid_target)[tr]]
+        alpha_nll = min(SMOOTHING, key=lambda a: _nll(_smoothed(shown_all[tr], n_shown[tr], prior, a), nxt_tr))
         next_category = category_of[np.asarray(split.valid_target)[va]]
-        fit = target_fit(target[va], np.load(e_dir / "pred.npy"), prior, shown, next_category)
-        out[variant] = fit | {"shown_pseudo_counts": alpha}
+        fit = target_fit(
+            target[va], np.load(e_dir / "pred.npy"), prior, _smoothed(shown_all[va], n_shown[va], prior, alpha),
+            next_category, _smoothed(shown_all[va], n_shown[va], prior, alpha_nll),
+        )
+        out[variant] = fit | {"shown_pseudo_counts": alpha, "shown_pseudo_counts_nll": alpha_nll,
+                              "epoch_picked_on": float(np.isin(va, np.load(a_dir / "valid_users.npy")).mean())}
     return out
 
 
 SMOOTHING = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # pseudo-counts tried for the shown-histogram predictor
+
+
+def _nll(p: np.ndarray, category: np.ndarray) -> float:
+    return float(-np.log(p[np.arange(len(category)), category] + 1e-12).mean())
 
 
 def _smoothed(hist: np.ndarray, n: np.ndarray, prior: np.ndarray, alpha: float) -> np.ndarray:

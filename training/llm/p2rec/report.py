@@ -56,8 +56,8 @@ def efficiency_line(report: dict[str, Any]) -> str:
         f"(≈ {1 / eff['ratio']:.3g}× less time per epoch). User-level: {eff['n_users']} examples × "
         f"{u['s_per_example']:.3f} s ({u['mean_tokens']:.0f} tokens) = {_secs(eff['user_level_epoch_s'])}; "
         f"instance-level: {eff['n_prefixes']} prefix examples × {i['s_per_example']:.3f} s "
-        f"({i['mean_tokens']:.0f} tokens) = {_secs(eff['instance_level_epoch_s'])}; each extrapolated from "
-        f"{u['n_measured']} timed examples. For reference, title-generation SFT on the same prefixes (LM loss, "
+        f"({i['mean_tokens']:.0f} tokens) = {_secs(eff['instance_level_epoch_s'])}; extrapolated from "
+        f"{u['n_measured']} and {i['n_measured']} timed examples. For reference, title-generation SFT on the same prefixes (LM loss, "
         f"vocabulary logits at the title tokens only): {sft['s_per_example']:.3f} s per example, ratio "
         f"{eff['ratio_vs_sft']:.4f}."
     )
@@ -121,10 +121,14 @@ def target_variants_section(report: dict[str, Any]) -> str:
             f"{f['next_nll']:.4f}", f"{f['next_nll_prior']:.4f}", f"{f['next_nll_shown']:.4f}",
             f"{v['best_epoch']}",
         ])
-    n = int(next(iter(variants.values()))["fit"]["n_users"])
+    first = next(iter(variants.values()))["fit"]
+    n = int(first["n_users"])
+    picked = first.get("epoch_picked_on")
+    share = f" ({100 * picked:.0f} % of them picked stage (a)'s epoch, a slight optimism)" if picked else ""
     return (
         "### Stage (a) target variants\n\n"
-        f"Each variant tuned the same way (same users, epochs, LoRA and prompt); {n} held-out users. "
+        f"Each variant tuned the same way (same users, epochs, LoRA and prompt); {n} users it was not tuned "
+        f"on{share}. "
         "KL is against the variant's own target, so compare each row with its own baselines: the training "
         "users' mean target (prior) and the smoothed category histogram of the titles the prompt shows. The "
         "next-item NLL (the category of each held-out user's validation item) is the yardstick common to all "
@@ -144,7 +148,7 @@ def regime_sections(regimes: dict[str, Any], baseline: str) -> list[str]:
     titles = {
         "all": "all test users",
         "long_tail": "long-tail targets (the least popular 80 % of items)",
-        "short_history": "short histories (the shortest quarter of training sequences)",
+        "short_history": "short histories (training sequences no longer than the 25th-percentile length)",
         "cold": "cold-start targets (held out of training; cold-start split)",
     }
     notes = {
@@ -152,7 +156,8 @@ def regime_sections(regimes: dict[str, Any], baseline: str) -> list[str]:
             "Read `full` here. A held-out item's row never trains, so plain SASRec keeps its small random "
             "initial row: it scores near 0, above trained rows of unpopular items that the full-softmax "
             "loss pushed below 0, and a sampled candidate list is mostly such items. Under `sampled100` and "
-            "`cand20` an item the model knows nothing about therefore ranks high; under `full` it does not.\n\n"
+            "`cand20` an item the model knows nothing about therefore ranks high; under `full` it does not. "
+            "Held-out items a user consumed before the test are masked and never drawn as negatives.\n\n"
         ),
     }
     blocks = []

@@ -3,7 +3,7 @@
 The prompt lists the user's training history; the LoRA-tuned LLM's pooled decoder state goes through a
 linear head to K logits, trained to match the user's latent-category distribution (TSLRec/P2Rec, arXiv
 2406.00333). This is the paper's user-level tuning: an epoch costs one forward/backward per user, where
-instance-level SFT (see `sft_baseline.py`) costs one per history prefix.
+instance-level tuning (see `efficiency.py`) costs one per history prefix.
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class StageAResult:
     n_train: int = 0
     n_valid: int = 0
     train_tokens: int = 0  # prompt tokens per epoch
+    train_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of `prompts` tuned on
+    valid_idx: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows held out
 
     def report(self) -> dict[str, Any]:
         wall = self.curves.get("epoch_wall_s", [])
@@ -206,7 +208,7 @@ def train_stage_a(
         _restore(model, head, best_state)
     model.eval()
     head.eval()
-    return StageAResult(model, head, best_epoch, curves, steps, len(tr), len(va), int(sum(lengths)))
+    return StageAResult(model, head, best_epoch, curves, steps, len(tr), len(va), int(sum(lengths)), tr, va)
 
 
 def merge_lora(model: Any) -> Any:

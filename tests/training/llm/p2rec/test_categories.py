@@ -108,3 +108,33 @@ def test_target_fit_compares_against_no_llm_predictors() -> None:
     assert fit["next_nll"] == pytest.approx(-np.log([0.9, 0.8]).mean())
     assert fit["next_nll_prior"] == pytest.approx(np.log(2))
     assert fit["n_users"] == 2
+
+
+def test_target_comparison_aligns_predictions_with_their_users(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from training.data.types import Split
+    from training.llm.p2rec.config import P2RecConfig
+    from training.llm.p2rec.pipeline import target_comparison
+
+    rng = np.random.default_rng(0)
+    n_users, k = 30, 4
+    category_of = np.array([-1, 0, 1, 2, 3, 0, 1, 2, 3])
+    train = [rng.integers(1, 9, size=6) for _ in range(n_users)]
+    split = Split(train, train, rng.integers(1, 9, size=n_users), train, rng.integers(1, 9, size=n_users), 8)
+    target = counts_targets(train, category_of, k)
+    tgt, cat, a, e = (tmp_path / n for n in ("t", "c", "a", "e"))
+    for d in (tgt, cat, a, e):
+        d.mkdir()
+    np.save(tgt / "targets_counts.npy", target)
+    np.save(tgt / "targets_shown.npy", shown_targets(train, category_of, k, [3] * n_users))
+    np.save(tgt / "n_shown.npy", np.full(n_users, 3))
+    np.save(cat / "category_of.npy", category_of)
+    np.save(a / "train_users.npy", np.arange(0, 20))
+    np.save(a / "valid_users.npy", np.arange(20, 24))
+    users = np.arange(20, 30)
+    np.save(e / "users.npy", users)
+    np.save(e / "pred.npy", target[users])  # a perfect stage (a), row for row
+    fit = target_comparison(P2RecConfig(k=k), split, tgt, cat, {"counts": (a, e)})["counts"]
+    assert fit["kl"] == pytest.approx(0.0, abs=1e-6) and fit["n_users"] == 10
+    assert fit["epoch_picked_on"] == pytest.approx(0.4)
+    np.save(e / "pred.npy", target[users][::-1])  # the same rows, given to the wrong users
+    assert target_comparison(P2RecConfig(k=k), split, tgt, cat, {"counts": (a, e)})["counts"]["kl"] > 0.05
