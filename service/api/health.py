@@ -17,9 +17,12 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
 async def readyz(res: MaybeResourcesDep, metrics: MetricsDep) -> JSONResponse:
-    """Bundle, index, session store, LLM and rerank stage state; 503 while any of them is failing."""
+    """Bundle, index, session store, LLM and rerank stage state; 503 only while the ranking path (bundle,
+    index) cannot answer. Other failing components are listed in `degraded`: the service answers without them."""
     report = await readiness(res)
     metrics.ready.set(1 if report.ready else 0)
+    for name, state in report.components.items():
+        metrics.component_failing.labels(name).set(1 if state.status == "failing" else 0)
     return JSONResponse(report.model_dump(), status_code=200 if report.ready else 503)
 
 

@@ -119,6 +119,7 @@ class ComponentState(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    ready: bool
+    ready: bool  # the ranking path (bundle + index) can answer; false only then
     bundle_id: str | None
     components: dict[str, ComponentState]
+    degraded: list[str] = []  # failing components the ranking path does without (answers say what is missing)

@@ -1,10 +1,17 @@
-"""Readiness: the state of every component, and whether the service should get traffic."""
+"""Readiness: the state of every component, and whether the service should get traffic.
+
+Ready means the ranking path can answer: the bundle is loaded and its index is complete. The session
+store, the LLM and the rerank stage are reported, and when one fails the service keeps answering
+(inline histories, retrieval order, no explanations) and lists it as degraded: taking every replica out of
+service exactly when it runs degraded would turn a partial outage into a total one."""
 
 from __future__ import annotations
 
 from service.api.protocol import ComponentState, ReadyResponse
 from service.errors import StoreUnavailable
 from service.resources import Resources
+
+RANKING_PATH = ("bundle", "index")  # without these nothing can be ranked: the only reasons for a 503
 
 
 async def readiness(res: Resources | None) -> ReadyResponse:
@@ -28,5 +35,6 @@ async def readiness(res: Resources | None) -> ReadyResponse:
     components["llm"] = ComponentState(status=llm_status, detail=res.llm.detail)  # type: ignore[arg-type]
     reranker = res.serving.reranker
     components["reranker"] = ComponentState(status=reranker.state, detail=reranker.detail)
-    ready = all(c.status != "failing" for c in components.values())
-    return ReadyResponse(ready=ready, bundle_id=b.bundle_id, components=components)
+    ready = all(components[name].status != "failing" for name in RANKING_PATH)
+    degraded = [name for name, c in components.items() if c.status == "failing" and name not in RANKING_PATH]
+    return ReadyResponse(ready=ready, bundle_id=b.bundle_id, components=components, degraded=degraded)

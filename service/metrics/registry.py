@@ -73,6 +73,9 @@ class Metrics:
         )
         self.bundle = Info("seqrec_bundle", "the loaded bundle", registry=r)
         self.ready = Gauge("seqrec_ready", "1 when /readyz last answered ready", registry=r)
+        self.component_failing = Gauge(
+            "seqrec_component_failing", "1 when /readyz last found this component failing", ["component"], registry=r
+        )
 
     def request_done(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count + time one request. The labelled children are cached: `labels()` on every request was
