@@ -61,6 +61,7 @@ def make_explainer(
         history_items=settings.explain_history_items, cache_ttl_s=settings.explain_cache_ttl_s,
         item_embeddings=bundle.item_embeddings, item_labels=bundle.item_labels,
         llm_id=f"{llm_identity(bundle.manifest)}-{settings.explain_adapter}",
+        max_items=settings.explain_max_items, max_pending=settings.explain_max_pending,
     )  # fmt: skip
 
 

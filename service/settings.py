@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     explain_max_new_tokens: int = Field(default=48, ge=1, le=512)
     explain_history_items: int = Field(default=5, ge=1, description="recent history titles cited in a prompt")
     explain_cache_ttl_s: int = Field(default=24 * 3600, ge=1)
+    explain_max_items: int = Field(
+        default=10, ge=1, description="items of a ranking that get explanations (the first N); the rest get null"
+    )
+    explain_max_pending: int = Field(
+        default=8, ge=1,
+        description='requests generating explanations at once; past it explanation_status is "shed" (no queue)',
+    )
     explain_adapter: Literal["bundle", "base"] = Field(
         default="bundle",
         description='"bundle": the bundle\'s "explain" adapter (ReLRec) writes explanations when it has one; '

@@ -74,9 +74,11 @@ class RecommendResponse(BaseModel):
     session_id: str | None
     bundle_id: str
     timings_ms: Timings
-    explanation_status: Literal["ok", "timeout", "disabled", "unavailable"] = Field(
+    explanation_status: Literal["ok", "timeout", "disabled", "unavailable", "shed"] = Field(
         description="disabled: not requested or llm_backend=none; unavailable: the LLM failed; "
-        "timeout: the deadline passed (ranking returned without the missing explanations)"
+        "timeout: the deadline passed (ranking returned without the missing explanations); shed: the LLM was "
+        "already generating for explain_max_pending requests (ranking returned without explanations). Only the "
+        "first explain_max_items items are explained"
     )
     rerank_status: Literal["ok", "timeout", "error", "unavailable", "disabled"] = Field(
         description="ok: reranked by the LLM; disabled: not requested, llm_backend=none, or the bundle has no "

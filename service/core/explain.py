@@ -29,7 +29,8 @@ from service.sessions.base import SessionStore
 
 logger = logging.getLogger(__name__)
 
-ExplanationStatus = Literal["ok", "timeout", "disabled", "unavailable"]
+# "shed": too many requests were already generating explanations; the ranking is answered without them
+ExplanationStatus = Literal["ok", "timeout", "disabled", "unavailable", "shed"]
 Explanations = dict[int, str | None]
 Refusal = Literal["empty", "foreign_title", "false_attribute"]
 
@@ -75,8 +76,13 @@ class Explainer:
         item_labels: dict[int, str] | None = None,
         on_attempt: Callable[[int, list[int], Explanations], None] | None = None,
         llm_id: str = "",
+        max_items: int = 10,
+        max_pending: int = 8,
     ) -> None:
         """`llm_id`: what writes the texts (recbundle.llm_identity), part of the cache key.
+        `max_items`: the first items of a ranking that get explanations (the rest get none); `max_pending`:
+        requests generating at once; past it a request is shed (status "shed") instead of queueing, so the
+        LLM's work per request and in all is bounded and latency cannot grow without bound.
         `on_attempt(attempt, history, texts)` sees every generation pass before the post-check (attempt 0
         greedy, 1 the sampled retry): the explanation report measures the raw texts through it."""
         self.backend = backend
@@ -95,6 +101,9 @@ class Explainer:
         self.item_embeddings = item_embeddings
         self.item_labels = item_labels or {}
         self.on_attempt = on_attempt
+        self.max_items = max_items
+        self.max_pending = max_pending
+        self._pending = 0  # requests generating now (one event loop: a plain counter is enough)
         # the cache key names what wrote the text: bundle, its LLM and adapters, backend, prompt version
         self._key_prefix = f"expl:{bundle_id}:{llm_id}:{backend.name if backend else '-'}:p{PROMPT_VERSION}"
 
@@ -107,10 +116,13 @@ class Explainer:
         if self.backend is None:
             return {}, self.availability
         deadline = time.monotonic() + self.deadline_s
+        item_ids = item_ids[: self.max_items]
         found = await self._cached(history, item_ids)
         missing = [i for i in item_ids if found.get(i) is None]
         if not missing:
             return found, "ok"
+        if not self._admit():
+            return found, "shed"
         try:  # cancelled at the deadline: the backend stops the generation it started
             texts = await asyncio.wait_for(
                 self._generate_checked(history, missing, deadline), max(deadline - time.monotonic(), 0.0)
@@ -121,8 +133,18 @@ class Explainer:
         except Exception:
             logger.exception("explanation generation failed")
             return found, "unavailable"
+        finally:
+            self._pending -= 1
         await self._remember(history, texts)
         return {**found, **texts}, "ok"
+
+    def _admit(self) -> bool:
+        """Take a generation slot, or count a shed request when all `max_pending` are taken."""
+        if self._pending >= self.max_pending:
+            self.metrics.explanations_shed.inc()
+            return False
+        self._pending += 1
+        return True
 
     async def _cached(self, history: list[int], item_ids: list[int]) -> Explanations:
         try:
@@ -226,9 +248,23 @@ class Explainer:
             return
         backend = self.backend
         deadline = time.monotonic() + self.deadline_s
+        item_ids = item_ids[: self.max_items]
         found = await self._cached(history, item_ids)
         for item_id, text in found.items():
             yield {"event": "explanation", "data": {"item_id": item_id, "text": text, "cached": True}}
+        if len(found) < len(item_ids) and not self._admit():
+            yield {"event": "explanations_done", "data": {"status": "shed"}}
+            return
+        try:
+            async for event in self._stream_missing(backend, history, [i for i in item_ids if i not in found], deadline):
+                yield event
+        finally:
+            if len(found) < len(item_ids):
+                self._pending -= 1
+
+    async def _stream_missing(
+        self, backend: LLMBackend, history: list[int], missing: list[int], deadline: float
+    ) -> AsyncIterator[dict[str, Any]]:
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def one(item_id: int) -> None:
@@ -255,7 +291,6 @@ class Explainer:
                 await self._remember(history, {item_id: final})
             await events.put({"event": "explanation", "data": {"item_id": item_id, "text": final}})
 
-        missing = [i for i in item_ids if i not in found]
         tasks = [asyncio.create_task(one(i)) for i in missing]
         waiter = asyncio.create_task(self._after(tasks, events))
         status: ExplanationStatus = "ok"

@@ -71,6 +71,7 @@ def make(
     backend: FakeBackend | None,
     deadline_ms: int = 2000,
     embeddings: np.ndarray | None = None,
+    **limits: int,
 ) -> tuple[Explainer, Metrics]:
     metrics = Metrics()
     store = InMemoryStore(max_len=50, ttl_s=60)
@@ -86,6 +87,7 @@ def make(
         history_items=3,
         cache_ttl_s=60,
         item_embeddings=embeddings,
+        **limits,
     )
     return explainer, metrics
 
@@ -275,3 +277,43 @@ def test_stream_times_out(catalogue: Catalogue) -> None:
     events = asyncio.run(_events(explainer, [1], [2]))
     assert events[-1] == {"event": "explanations_done", "data": {"status": "timeout"}}
     assert not [e for e in events if e["event"] == "explanation"]
+
+
+def test_only_the_first_max_items_are_explained(catalogue: Catalogue) -> None:
+    backend = FakeBackend(lambda p, s: "for its wit.")
+    explainer, _ = make(catalogue, backend, max_items=2)
+    texts, status = asyncio.run(explainer.explain([1, 2], [3, 4, 5, 6]))
+    assert status == "ok" and set(texts) == {3, 4} and backend.calls == [(2, False)]
+    events = asyncio.run(_events(explainer, [1], [5, 6, 7, 8]))
+    finals = {e["data"]["item_id"] for e in events if e["event"] == "explanation"}  # type: ignore[index]
+    assert finals == {5, 6}
+
+
+def test_past_max_pending_requests_are_shed_not_queued(catalogue: Catalogue) -> None:
+    backend = FakeBackend(lambda p, s: "for its wit.", delay_s=0.2)
+    explainer, metrics = make(catalogue, backend, max_pending=2)
+
+    async def burst() -> list[str]:
+        answers = await asyncio.gather(*(explainer.explain([1, u], [3]) for u in (2, 4, 5)))
+        streamed = await _events(explainer, [1, 6], [3])  # a free slot again: generated
+        return [status for _, status in answers] + [streamed[-1]["data"]["status"]]  # type: ignore[index]
+
+    start = time.perf_counter()
+    statuses = asyncio.run(burst())
+    assert sorted(statuses[:3]) == ["ok", "ok", "shed"] and statuses[3] == "ok"
+    assert explainer._pending == 0  # every slot given back
+    assert b"seqrec_explanations_shed_total 1.0" in metrics.exposition()
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_shed_stream_says_so(catalogue: Catalogue) -> None:
+    explainer, _ = make(catalogue, FakeBackend(lambda p, s: "for its wit.", delay_s=0.2), max_pending=1)
+
+    async def both() -> tuple[str, list[dict[str, object]]]:
+        first = asyncio.create_task(explainer.explain([1, 2], [3]))
+        await asyncio.sleep(0.05)  # the first request holds the only slot
+        events = await _events(explainer, [1, 4], [5])
+        return (await first)[1], events
+
+    status, events = asyncio.run(both())
+    assert status == "ok" and events[-1] == {"event": "explanations_done", "data": {"status": "shed"}}
