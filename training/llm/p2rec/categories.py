@@ -157,6 +157,12 @@ def kl_rows(target: np.ndarray, pred: np.ndarray, eps: float = 1e-12) -> np.ndar
     return np.where(t > 0, t * (np.log(t + eps) - np.log(q + eps)), 0.0).sum(axis=1)
 
 
+def next_nll(pred: np.ndarray, category: np.ndarray) -> float:
+    """Mean -log pred[u, category[u]] over users: how well (U, K) distributions predict one category each."""
+    p = np.asarray(pred, dtype=np.float64)
+    return float(-np.log(p[np.arange(len(category)), category] + 1e-12).mean())
+
+
 def target_fit(
     target: np.ndarray,
     pred: np.ndarray,
@@ -172,19 +178,14 @@ def target_fit(
     variant, since each variant's KL is against a different distribution. `shown_for_next` (default:
     `shown`) is the histogram predictor tuned for that yardstick instead of for the KL."""
     prior_rows = np.broadcast_to(prior, target.shape)
-    rows = np.arange(len(next_category))
-
-    def nll(p: np.ndarray) -> float:
-        return float(-np.log(np.asarray(p, dtype=np.float64)[rows, next_category] + 1e-12).mean())
-
     return {
         "kl": float(kl_rows(target, pred).mean()),
         "kl_prior": float(kl_rows(target, prior_rows).mean()),
         "kl_shown": float(kl_rows(target, shown).mean()),
-        "next_nll": nll(pred),
-        "next_nll_prior": nll(prior_rows),
-        "next_nll_shown": nll(shown if shown_for_next is None else shown_for_next),
-        "n_users": float(len(rows)),
+        "next_nll": next_nll(pred, next_category),
+        "next_nll_prior": next_nll(prior_rows, next_category),
+        "next_nll_shown": next_nll(shown if shown_for_next is None else shown_for_next, next_category),
+        "n_users": float(len(next_category)),
     }
 
 

@@ -28,6 +28,7 @@ from training.llm.p2rec.categories import (
     counts_targets,
     fit_categories,
     kl_rows,
+    next_nll,
     recency_targets,
     shown_targets,
     sweep_k,
@@ -225,7 +226,7 @@ def target_comparison(
         # the histogram's pseudo-counts are picked on the tuned users, once per column's measure
         alpha = min(SMOOTHING, key=lambda a: kl_rows(target[tr], _smoothed(shown_all[tr], n_shown[tr], prior, a)).mean())
         nxt_tr = category_of[np.asarray(split.valid_target)[tr]]
-        alpha_nll = min(SMOOTHING, key=lambda a: _nll(_smoothed(shown_all[tr], n_shown[tr], prior, a), nxt_tr))
+        alpha_nll = min(SMOOTHING, key=lambda a: next_nll(_smoothed(shown_all[tr], n_shown[tr], prior, a), nxt_tr))
         next_category = category_of[np.asarray(split.valid_target)[va]]
         fit = target_fit(
             target[va], np.load(e_dir / "pred.npy"), prior, _smoothed(shown_all[va], n_shown[va], prior, alpha),
@@ -237,10 +238,6 @@ def target_comparison(
 
 
 SMOOTHING = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # pseudo-counts tried for the shown-histogram predictor
-
-
-def _nll(p: np.ndarray, category: np.ndarray) -> float:
-    return float(-np.log(p[np.arange(len(category)), category] + 1e-12).mean())
 
 
 def _smoothed(hist: np.ndarray, n: np.ndarray, prior: np.ndarray, alpha: float) -> np.ndarray:
