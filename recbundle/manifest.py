@@ -104,8 +104,14 @@ def llm_identity(manifest: Manifest) -> str:
     """A short hash of what writes a bundle's LLM text: the `llm` reference and the checksums of its files
     (adapters, soft prompt, labels). Bundle ids hash the retrieval model only, so two bundles with the same
     encoder and different adapters share an id; caches of generated text key on this as well."""
-    files = {k: v.sha256 for k, v in manifest.files.items() if k.startswith("llm/")}
-    body = json.dumps({"llm": manifest.llm.model_dump(mode="json"), "files": files}, sort_keys=True)
+    llm = manifest.llm
+    # every file the `llm` reference points at, wherever it lives (adapter folders such as "lora/explain",
+    # a soft prompt at the bundle root), not only under llm/: two bundles whose adapters differ in weights
+    # but not in path must not share an identity
+    roots = ["llm/", *(p.rstrip("/") + "/" for p in llm.lora_adapters.values())]
+    exact = {p for p in (llm.soft_prompt, llm.item_labels) if p}
+    files = {k: v.sha256 for k, v in manifest.files.items() if k in exact or k.startswith(tuple(roots))}
+    body = json.dumps({"llm": llm.model_dump(mode="json"), "files": files}, sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:12]
 
 

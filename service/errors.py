@@ -55,6 +55,18 @@ class StoreUnavailable(ServiceError):
     code = "session_store_unavailable"
 
 
+class BundleRefused(ServiceError):
+    """A bundle offered for a swap failed verification; the current one keeps serving."""
+
+    status_code = 409
+    code = "bundle_refused"
+
+
+class SwapInProgress(ServiceError):
+    status_code = 409
+    code = "swap_in_progress"
+
+
 class NotReady(ServiceError):
     status_code = 503
     code = "not_ready"

@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import health, items, recommend, sessions
+from service.api import admin, health, items, recommend, sessions
+from service.api.hold import HoldGeneration
 from service.api.limits import BodyLimitMiddleware
 from service.api.recommend import RecommendFastPath
-from service.core.serving import RecommendService
+from service.core.lifecycle import Generation
 from service.errors import register_error_handlers
 from service.metrics.middleware import MetricsMiddleware
 from service.metrics.registry import Metrics
@@ -35,7 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     logging.getLogger("service").setLevel(settings.log_level.upper())
     async with open_resources(settings, app.state.metrics) as resources:
         app.state.resources = resources
-        logger.info("serving bundle %s", resources.bundle.bundle_id)
+        logger.info("serving bundle %s from %s", resources.bundle.bundle_id, resources.generation.path)
         try:
             yield
         finally:
@@ -52,8 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     app.state.resources = None
+    app.state.draining = False  # set on SIGTERM by python -m service (__main__.py): /readyz turns 503
     register_error_handlers(app)
-    for module in (recommend, sessions, items, health):
+    for module in (recommend, sessions, items, health, admin):
         app.include_router(module.router)
     default_limit = Settings.model_fields["max_body_bytes"].default
 
@@ -61,14 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         current: Settings | None = app.state.settings
         return current.max_body_bytes if current else default_limit
 
-    def serving() -> RecommendService | None:
+    def acquire() -> Generation | None:
         resources: Resources | None = app.state.resources
-        return resources.serving if resources else None
+        return resources.lifecycle.acquire() if resources else None
 
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HoldGeneration, acquire=acquire)
     # outermost (added last): answers POST /v1/recommend before the framework's own middleware stack
-    app.add_middleware(RecommendFastPath, serving=serving, metrics=app.state.metrics, body_limit=body_limit)
+    app.add_middleware(RecommendFastPath, acquire=acquire, metrics=app.state.metrics, body_limit=body_limit)
     return app
 
 

@@ -4,22 +4,25 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from recbundle import llm_identity
 from service.core.explain import Explainer
+from service.core.lifecycle import BundleLifecycle, Generation
 from service.core.recommender import Recommender
 from service.core.rerank import Reranker
 from service.core.serving import RecommendService
-from service.errors import StoreUnavailable
+from service.errors import NotReady, StoreUnavailable
 from service.index.bundle import Bundle, load_bundle
-from service.llm.loader import LoadedLLM, open_llm, resolve_backend
+from service.llm.loader import LoadedLLM, resolve_backend
+from service.llm.pool import LLMPool, explain_llm_id
 from service.metrics.registry import Metrics
 from service.sessions.base import SessionStore
 from service.sessions.memory import InMemoryStore
@@ -31,11 +34,34 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Resources:
+    """What the app holds open: the settings, the session store (lives as long as the process) and the
+    bundle lifecycle, whose current generation holds the bundle, its LLM and the RecommendService.
+
+    `bundle`, `llm` and `serving` read the current generation: fine for a look (readiness), but a request
+    that uses them across awaits should hold its generation (`lifecycle.acquire()`), as the routes do."""
+
     settings: Settings
-    bundle: Bundle
     store: SessionStore
-    llm: LoadedLLM
-    serving: RecommendService
+    lifecycle: BundleLifecycle
+
+    @property
+    def generation(self) -> Generation:
+        gen = self.lifecycle.current
+        if gen is None:
+            raise NotReady("the service is starting or stopping: retry shortly")
+        return gen
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.generation.bundle
+
+    @property
+    def llm(self) -> LoadedLLM:
+        return self.generation.llm
+
+    @property
+    def serving(self) -> RecommendService:
+        return self.generation.serving
 
 
 def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
@@ -55,12 +81,14 @@ def make_store(settings: Settings, metrics: Metrics) -> SessionStore:
 def make_explainer(
     settings: Settings, llm: LoadedLLM, store: SessionStore, bundle: Bundle, metrics: Metrics
 ) -> Explainer:
+    """Its cache keys name the bundle, base model, adapters and soft prompt (by checksum), backend and
+    prompt version: a swap to a bundle with other adapters never reads texts the old ones wrote."""
     return Explainer(
         llm.backend, llm.status, store, bundle.catalogue, bundle.bundle_id, metrics,
         deadline_ms=settings.explain_deadline_ms, max_new_tokens=settings.explain_max_new_tokens,
         history_items=settings.explain_history_items, cache_ttl_s=settings.explain_cache_ttl_s,
         item_embeddings=bundle.item_embeddings, item_labels=bundle.item_labels,
-        llm_id=f"{llm_identity(bundle.manifest)}-{settings.explain_adapter}",
+        llm_id=explain_llm_id(settings, bundle.manifest),
         max_items=settings.explain_max_items, max_pending=settings.explain_max_pending,
     )  # fmt: skip
 
@@ -96,26 +124,17 @@ def torch_threads(settings: Settings) -> int | None:
     return None if resolve_backend(settings.llm_backend) == "transformers" else 1
 
 
-@asynccontextmanager
-async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
+async def open_generation(
+    settings: Settings, metrics: Metrics, store: SessionStore, llms: LLMPool, root: Path, number: int
+) -> Generation:
+    """Load and verify the bundle at `root` (already resolved: every file is read through it, so a link
+    repointed meanwhile cannot mix two bundles) and build everything on it. BundleError when the bundle
+    does not verify; what was opened is closed again on any failure."""
     stack = AsyncExitStack()
-    threads = torch_threads(settings)
-    if threads is not None:
-        stack.callback(torch.set_num_threads, torch.get_num_threads())  # restored on close
-        torch.set_num_threads(threads)
     try:
-        bundle = await asyncio.to_thread(load_bundle, settings.bundle_dir)
-        m = bundle.manifest
-        metrics.set_bundle(m.bundle_id, m.dataset, m.encoder.kind, m.index.type, m.n_items)
-        store = make_store(settings, metrics)
-        stack.push_async_callback(store.close)
-        try:
-            await store.ping()
-        except StoreUnavailable as e:
-            logger.error("session store unreachable at startup (%s); /readyz reports it", e.message)
-        llm = await open_llm(settings, m, bundle.root, metrics)
-        if llm.backend is not None:
-            stack.push_async_callback(llm.backend.aclose)
+        bundle = await asyncio.to_thread(load_bundle, root)
+        llm, key = await llms.acquire(bundle.manifest, bundle.root)
+        stack.push_async_callback(llms.release, key)
         explainer = make_explainer(settings, llm, store, bundle, metrics)
         recommender = make_recommender(settings, bundle, metrics)
         await recommender.start()
@@ -124,10 +143,41 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         serving = RecommendService(
             recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
         )
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Generation(number, root, bundle, llm, serving, stack.aclose, load_ms=0.0)
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
+    stack = AsyncExitStack()
+    threads = torch_threads(settings)
+    if threads is not None:
+        stack.callback(torch.set_num_threads, torch.get_num_threads())  # restored on close
+        torch.set_num_threads(threads)
+    try:
+        store = make_store(settings, metrics)
+        stack.push_async_callback(store.close)
+        try:
+            await store.ping()
+        except StoreUnavailable as e:
+            logger.error("session store unreachable at startup (%s); /readyz reports it", e.message)
+        llms = LLMPool(settings, metrics)
+        lifecycle = BundleLifecycle(
+            settings.bundle_dir,
+            functools.partial(open_generation, settings, metrics, store, llms),
+            metrics,
+            retire_grace_s=settings.bundle_retire_grace_s,
+            watch_s=settings.bundle_watch_s,
+        )
+        stack.push_async_callback(lifecycle.aclose)  # closes every generation, hence their LLM engines
+        await lifecycle.start()
         # Everything loaded so far lives for the whole process: keep it out of the cyclic GC's scans,
-        # whose full collections otherwise show up as latency spikes under load.
+        # whose full collections otherwise show up as latency spikes under load. (A swapped-in bundle is
+        # not frozen: the old one must be collectable.)
         gc.collect()
         gc.freeze()
-        yield Resources(settings, bundle, store, llm, serving)
+        yield Resources(settings, store, lifecycle)
     finally:
         await stack.aclose()

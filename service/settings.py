@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     bundle_dir: Path = Field(
         default=Path("bundles/current"), description="bundle directory written by training export"
     )
+    # 5 s: an export repoints bundles/current once per training run; polling a symlink costs a readlink
+    bundle_watch_s: float = Field(
+        default=5.0, ge=0, description="re-resolve bundle_dir this often and swap when its target changes; 0 = off"
+    )
+    bundle_retire_grace_s: float = Field(
+        default=300.0, gt=0,
+        description="after a swap, the old bundle is closed when its last request ends, or after this anyway",
+    )  # fmt: skip
 
     # sessions; redis_url None keeps sessions in this process's memory: for development and tests only
     # (lost on restart, not shared between workers)
@@ -110,6 +118,12 @@ class Settings(BaseSettings):
     rerank_deadline_ms: int = Field(
         default=3000, ge=1, description="past it the retrieval order is served (rerank_status timeout)"
     )
+
+    # shutdown (python -m service): on SIGTERM /readyz turns 503 at once, requests are still served for
+    # shutdown_drain_s (load balancers notice), then the listener closes and in-flight requests get up to
+    # shutdown_grace_s to finish
+    shutdown_drain_s: float = Field(default=5.0, ge=0, description="serve on after SIGTERM while /readyz is 503")
+    shutdown_grace_s: float = Field(default=30.0, gt=0, description="wait for in-flight requests after draining")
 
     # HTTP
     max_body_bytes: int = Field(default=64 * 1024, ge=256)

@@ -125,3 +125,4 @@ class ReadyResponse(BaseModel):
     bundle_id: str | None
     components: dict[str, ComponentState]
     degraded: list[str] = []  # failing components the ranking path does without (answers say what is missing)
+    draining: bool = False  # shutting down (SIGTERM): not ready while the requests in flight finish

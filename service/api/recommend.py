@@ -20,9 +20,11 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.deps import ServingDep
+from service.api.deps import MetricsDep, ServingDep
+from service.api.disconnect import until_disconnected
 from service.api.limits import read_body
 from service.api.protocol import RecommendRequest, RecommendResponse
+from service.core.lifecycle import Generation
 from service.core.serving import RecommendService
 from service.errors import NotReady, error_status_and_body
 from service.metrics.registry import Metrics
@@ -48,9 +50,11 @@ async def answer(serving: RecommendService, body: bytes) -> bytes:
 
 
 @router.post("/recommend", response_model=RecommendResponse, openapi_extra=_request_body_doc())
-async def recommend(request: Request, serving: ServingDep) -> Response:
-    """Top-k items for a history (inline, or a session's), optionally with LLM explanations."""
-    return Response(await answer(serving, await request.body()), media_type="application/json")
+async def recommend(request: Request, serving: ServingDep, metrics: MetricsDep) -> Response:
+    """Top-k items for a history (inline, or a session's), optionally with LLM explanations. A client that
+    disconnects stops the work for its answer (LLM generation included)."""
+    work = answer(serving, await request.body())
+    return Response(await until_disconnected(work, request.receive, metrics, PATH), media_type="application/json")
 
 
 def parse_request(body: bytes) -> RecommendRequest:
@@ -95,18 +99,19 @@ class RecommendFastPath:
     """ASGI middleware that serves `POST /v1/recommend` itself and passes every other request on.
 
     It does what the framework path does for this route (body size limit, readiness, validation,
-    error mapping, request metrics) and nothing else. `serving` returns the app's RecommendService, or
-    None while the app starts or stops."""
+    error mapping, request metrics, holding the bundle generation, cancelling on disconnect) and nothing
+    else. `acquire` returns the current bundle generation, held until `release()`, or None while the app
+    starts or stops."""
 
     def __init__(
         self,
         app: ASGIApp,
-        serving: Callable[[], RecommendService | None],
+        acquire: Callable[[], Generation | None],
         metrics: Metrics,
         body_limit: Callable[[], int],
     ) -> None:
         self.app = app
-        self.serving = serving
+        self.acquire = acquire
         self.metrics = metrics
         self.body_limit = body_limit
 
@@ -115,16 +120,20 @@ class RecommendFastPath:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        gen = self.acquire()
         try:
-            serving = self.serving()
-            if serving is None:
+            if gen is None:
                 raise NotReady("the service is starting or stopping: retry shortly")
-            status, payload = 200, await answer(serving, await read_body(scope, receive, self.body_limit()))
+            work = answer(gen.serving, await read_body(scope, receive, self.body_limit()))
+            status, payload = 200, await until_disconnected(work, receive, self.metrics, PATH)
         except ClientDisconnect:
             return  # nobody to answer
         except Exception as e:  # mapped to a JSON error, as the framework's handlers do
             status, body = error_status_and_body(e)
             payload = orjson.dumps(body)
+        finally:
+            if gen is not None:
+                gen.release()
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

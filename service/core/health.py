@@ -14,11 +14,14 @@ from service.resources import Resources
 RANKING_PATH = ("bundle", "index")  # without these nothing can be ranked: the only reasons for a 503
 
 
-async def readiness(res: Resources | None) -> ReadyResponse:
-    if res is None:
+async def readiness(res: Resources | None, draining: bool = False) -> ReadyResponse:
+    """`draining`: the server is shutting down (SIGTERM); not ready, whatever the components say, so load
+    balancers stop sending traffic while the requests in flight finish."""
+    gen = res.lifecycle.current if res is not None else None
+    if res is None or gen is None:
         failing = ComponentState(status="failing", detail="not started")
-        return ReadyResponse(ready=False, bundle_id=None, components={"bundle": failing})
-    b = res.bundle
+        return ReadyResponse(ready=False, bundle_id=None, components={"bundle": failing}, draining=draining)
+    b = gen.bundle  # one generation for the whole report: a swap during the store ping cannot mix two
     components = {
         "bundle": ComponentState(status="ok", detail=f"{b.bundle_id} ({b.n_items} items)"),
         "index": ComponentState(
@@ -31,10 +34,16 @@ async def readiness(res: Resources | None) -> ReadyResponse:
         components["sessions"] = ComponentState(status="ok", detail=res.store.kind)
     except StoreUnavailable as e:
         components["sessions"] = ComponentState(status="failing", detail=e.message)
-    llm_status = {"ok": "ok", "disabled": "disabled", "unavailable": "failing"}[res.llm.status]
-    components["llm"] = ComponentState(status=llm_status, detail=res.llm.detail)  # type: ignore[arg-type]
-    reranker = res.serving.reranker
+    llm_status = {"ok": "ok", "disabled": "disabled", "unavailable": "failing"}[gen.llm.status]
+    components["llm"] = ComponentState(status=llm_status, detail=gen.llm.detail)  # type: ignore[arg-type]
+    reranker = gen.serving.reranker
     components["reranker"] = ComponentState(status=reranker.state, detail=reranker.detail)
-    ready = all(components[name].status != "failing" for name in RANKING_PATH)
-    degraded = [name for name, c in components.items() if c.status == "failing" and name not in RANKING_PATH]
-    return ReadyResponse(ready=ready, bundle_id=b.bundle_id, components=components, degraded=degraded)
+    if draining:
+        components["server"] = ComponentState(status="failing", detail="draining: shutting down (SIGTERM)")
+    ready = not draining and all(components[name].status != "failing" for name in RANKING_PATH)
+    degraded = [
+        name for name, c in components.items() if c.status == "failing" and name not in (*RANKING_PATH, "server")
+    ]
+    return ReadyResponse(
+        ready=ready, bundle_id=b.bundle_id, components=components, degraded=degraded, draining=draining
+    )

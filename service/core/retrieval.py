@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 import torch
 
+from service.errors import NotReady
 from service.index.bundle import Bundle
 from service.metrics.registry import Metrics
 
@@ -66,6 +67,10 @@ class _Pending:
     future: asyncio.Future[Hits]
 
 
+def _closed() -> NotReady:
+    return NotReady("the bundle this request started on was closed (a swap's grace ran out): retry")
+
+
 class MicroBatcher:
     """Runs queued requests as one batch (at most `max_size`) on a worker thread, optionally waiting up
     to `window_s` for more. Each caller gets its own row; the timings are the batch's."""
@@ -80,20 +85,27 @@ class MicroBatcher:
         # answers the previous one; with a single slot the two took turns and each sat idle half the time.
         self._slots = asyncio.Semaphore(inflight)
         self._running: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def close(self) -> None:
+        """Stop; callers still waiting (a bundle generation closed past its swap grace) get NotReady."""
+        self._closed = True
         for task in [self._task, *self._running]:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+            future = self._queue.get_nowait().future
+            if not future.done():
+                future.set_exception(_closed())
 
     async def submit(self, seq: np.ndarray, n: int) -> Hits:
+        if self._closed:
+            raise _closed()
         future: asyncio.Future[Hits] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(seq, n, future))
         return await future
@@ -150,6 +162,6 @@ class MicroBatcher:
                     )
         finally:
             self._slots.release()
-            for p in batch:  # cancelled while running: callers must not wait forever
+            for p in batch:  # cancelled while running (closed): callers must not wait forever
                 if not p.future.done():
-                    p.future.cancel()
+                    p.future.set_exception(_closed())

@@ -76,6 +76,21 @@ class Metrics:
             "seqrec_degraded_requests", "requests served degraded", ["reason"], registry=r
         )
         self.bundle = Info("seqrec_bundle", "the loaded bundle", registry=r)
+        self.bundle_swaps = Counter(
+            "seqrec_bundle_swaps", "bundle swaps by result (ok, refused: the old bundle kept serving)", ["result"],
+            registry=r,
+        )
+        for result in ("ok", "refused"):
+            self.bundle_swaps.labels(result)
+        self.generation_inflight = Gauge(
+            "seqrec_bundle_generation_inflight",
+            "requests in flight by the bundle generation they hold (current, or retired: swapped out, not closed)",
+            ["generation"], registry=r,
+        )
+        self.client_disconnects = Counter(
+            "seqrec_client_disconnects", "requests whose client went away before the answer; their work was cancelled",
+            ["route"], registry=r,
+        )
         self.ready = Gauge("seqrec_ready", "1 when /readyz last answered ready", registry=r)
         self.component_failing = Gauge(
             "seqrec_component_failing", "1 when /readyz last found this component failing", ["component"], registry=r

@@ -95,6 +95,23 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def bundle_b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second bundle (other embeddings, id test-meanpool-0001): what a swap moves to."""
+    root = tmp_path_factory.mktemp("bundle-b")
+    build_bundle(root, seed=1)
+    return root
+
+
+def tamper(src: Path, dst: Path, rel: str = "items.jsonl") -> Path:
+    """A copy of bundle `src` at `dst` with one byte of `rel` changed (its checksum fails)."""
+    shutil.copytree(src, dst)
+    data = bytearray((dst / rel).read_bytes())
+    data[20] = (data[20] + 1) % 256
+    (dst / rel).write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer Llama (hidden 64) with the real SmolLM2 tokenizer and chat template."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llm"), hidden=64)
