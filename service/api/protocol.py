@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, WithJsonSchema
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 SESSION_ID_HELP = "1-128 characters from A-Z a-z 0-9 _ . : -"
@@ -37,9 +37,11 @@ ItemRef = Annotated[
 
 
 class HistoryEvent(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     item_id: ItemRef
-    timestamp: float | datetime | None = Field(
+    # the datetime part is not strict: FastAPI validates the events route in Python mode, where a strict
+    # datetime would refuse the ISO-8601 string JSON carries
+    timestamp: float | Annotated[datetime, Strict(False)] | None = Field(
         None, description="epoch seconds or ISO-8601; orders the events"
     )
 
@@ -48,8 +50,10 @@ HistoryInput = list[ItemRef | HistoryEvent]
 
 
 class RecommendRequest(BaseModel):
+    # strict: a JSON 0 is not false and "10" is not 10 (the schema says boolean, integer)
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"history": ["12", "50", "7"], "k": 5, "explain": True}]},
     )
     history: HistoryInput = Field(
@@ -122,7 +126,9 @@ class RecommendResponse(BaseModel):
 
 
 class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": ["3", "9"]}]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"events": ["3", "9"]}]}
+    )
     events: HistoryInput = Field(min_length=1)
 
 
