@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 SESSION_ID_HELP = "1-128 characters from A-Z a-z 0-9 _ . : -"
@@ -16,24 +16,13 @@ ITEM_ID_HELP = (
     "integer is read as its decimal digits"
 )
 
-
-def _digits(value: object) -> object:
-    """A non-negative JSON integer as its decimal string; anything else as it came (then checked as a string)."""
-    return str(value) if type(value) is int and 0 <= value <= MAX_INT_ID else value
-
-
-# The catalogue's id, always a string inside the service; integers are accepted because numeric catalogues
-# (MovieLens) are naturally sent as numbers, and documented as such.
+# The catalogue's id: a string, or a non-negative JSON integer read as its decimal digits (numeric catalogues,
+# MovieLens, are naturally sent as numbers); the service turns it into a string (serving.parse_events). A
+# plain union tried left to right: a Python validator per item cost ~8x the parse of a 50-item history.
 ItemRef = Annotated[
-    str,
-    BeforeValidator(_digits),
-    StringConstraints(pattern=ITEM_ID_PATTERN),
-    WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": ITEM_ID_PATTERN},
-                   {"type": "integer", "minimum": 0, "maximum": MAX_INT_ID}],
-         "description": ITEM_ID_HELP}
-    ),
-]  # fmt: skip
+    Annotated[str, StringConstraints(pattern=ITEM_ID_PATTERN)] | Annotated[int, Field(ge=0, le=MAX_INT_ID)],
+    Field(union_mode="left_to_right", description=ITEM_ID_HELP),
+]
 
 
 class HistoryEvent(BaseModel):
@@ -46,7 +35,7 @@ class HistoryEvent(BaseModel):
     )
 
 
-HistoryInput = list[ItemRef | HistoryEvent]
+HistoryInput = list[Annotated[ItemRef | HistoryEvent, Field(union_mode="left_to_right")]]
 
 
 class RecommendRequest(BaseModel):
