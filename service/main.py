@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from service.api import admin, health, items, recommend, sessions
 from service.api.hold import HoldGeneration
 from service.api.limits import BodyLimitMiddleware
+from service.api.openapi import install_openapi
 from service.api.recommend import RecommendFastPath
 from service.core.lifecycle import Generation
 from service.errors import register_error_handlers
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     for module in (recommend, sessions, items, health, admin):
         app.include_router(module.router)
+    app.include_router(recommend.alias_router)
     default_limit = Settings.model_fields["max_body_bytes"].default
 
     def body_limit() -> int:
@@ -67,6 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources: Resources | None = app.state.resources
         return resources.lifecycle.acquire() if resources else None
 
+    def catalogue_sample() -> tuple[str, list[str]]:
+        resources: Resources | None = app.state.resources
+        if resources is None:
+            return "", []
+        return resources.bundle.bundle_id, resources.bundle.catalogue.external_of[1:4]
+
+    install_openapi(app, lambda: app.state.settings or Settings(), catalogue_sample)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HoldGeneration, acquire=acquire)

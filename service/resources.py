@@ -141,7 +141,8 @@ async def open_generation(
         stack.push_async_callback(recommender.close)
         reranker = await make_reranker(settings, llm, bundle, metrics)
         serving = RecommendService(
-            recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
+            recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history,
+            cold_items=bundle.manifest.cold_items,
         )
     except BaseException:
         await stack.aclose()

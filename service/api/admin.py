@@ -10,6 +10,7 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from service.api.deps import ResourcesDep
+from service.api.protocol import errors
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -40,18 +41,16 @@ class BundleStatus(BaseModel):
     watch_failures: int
 
 
-@router.post(
-    "/bundle",
-    response_model=SwapResponse,
-    responses={409: {"description": "bundle refused (the old one keeps serving) or a swap is already running"}},
-)
+@router.post("/bundle", response_model=SwapResponse, responses=errors(409, 422, 503))
 async def swap_bundle(res: ResourcesDep, body: Annotated[SwapRequest | None, Body()] = None) -> SwapResponse:
-    """Load and verify a bundle, then serve it; requests in flight finish on the bundle they started on."""
+    """Load and verify a bundle, then serve it; requests in flight finish on the bundle they started on.
+    409 `bundle_refused` (naming the file and the problem; the old bundle keeps serving) or
+    `swap_in_progress`."""
     result = await res.lifecycle.swap(Path(body.path) if body and body.path else None)
     return SwapResponse(**asdict(result))
 
 
-@router.get("/bundle", response_model=BundleStatus)
+@router.get("/bundle", response_model=BundleStatus, responses=errors(503))
 async def bundle_status(res: ResourcesDep) -> BundleStatus:
     life, gen = res.lifecycle, res.generation
     return BundleStatus(

@@ -1,4 +1,4 @@
-"""Every API request holds the bundle generation it started on until its response ends.
+"""Every HTTP request holds the bundle generation it started on until its response ends.
 
 An ASGI middleware, not a dependency: the ASGI call returns only after the last byte is sent, an SSE stream
 included, whereas a dependency's exit runs at a point that differs between FastAPI versions for streams.
@@ -22,8 +22,7 @@ class HoldGeneration:
         self.acquire = acquire
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] != "http" or not path.startswith("/v1/") or path.startswith("/v1/admin/"):
+        if scope["type"] != "http" or scope["path"].startswith("/v1/admin/"):
             await self.app(scope, receive, send)
             return
         gen = self.acquire()  # None while starting or stopping: the route's dependency answers 503

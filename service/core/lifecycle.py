@@ -119,7 +119,11 @@ class BundleLifecycle:
             raise SwapInProgress("a bundle swap is already running: retry when it has finished")
         self._swapping = True
         try:
-            resolved = Path(path if path is not None else self.bundle_dir).resolve()
+            try:
+                resolved = Path(path if path is not None else self.bundle_dir).resolve()
+            except (OSError, ValueError) as e:  # a symlink loop, a NUL byte
+                self.metrics.bundle_swaps.labels("refused").inc()
+                raise BundleRefused(f"bundle path {str(path)!r} cannot be resolved: {e}", {"path": str(path)}) from e
             try:
                 gen = await self._open(resolved)
             except (BundleError, LLMStartupError) as e:

@@ -75,6 +75,11 @@ class Metrics:
         self.degraded = Counter(
             "seqrec_degraded_requests", "requests served degraded", ["reason"], registry=r
         )
+        self.history_items_ignored = Counter(
+            "seqrec_history_items_ignored",
+            "history items left out of a ranking: cold-start rows, or session items this bundle does not know",
+            registry=r,
+        )
         self.bundle = Info("seqrec_bundle", "the loaded bundle", registry=r)
         self.bundle_swaps = Counter(
             "seqrec_bundle_swaps", "bundle swaps by result (ok, refused: the old bundle kept serving)", ["result"],

@@ -44,9 +44,9 @@ def test_a_request_holding_the_old_generation_finishes_on_it_then_it_closes(
             assert result.path == str(bundle_b_dir.resolve()) and result.load_ms > 0
             assert res.bundle.bundle_id == B and not old.closed  # new requests get B; A stays open
             assert sample(metrics, "seqrec_bundle_generation_inflight", generation="retired") == 1
-            answer = await old.serving.recommend(RecommendRequest(history=[1, 2, 3], k=5))
+            answer = await old.serving.recommend(RecommendRequest(history=["1001", "1002", "1003"], k=5))
             assert answer["bundle_id"] == A  # still served by A's index and encoder
-            new = await res.serving.recommend(RecommendRequest(history=[1, 2, 3], k=5))
+            new = await res.serving.recommend(RecommendRequest(history=["1001", "1002", "1003"], k=5))
             assert new["bundle_id"] == B
             old.release()
             for _ in range(100):
@@ -58,7 +58,7 @@ def test_a_request_holding_the_old_generation_finishes_on_it_then_it_closes(
             assert sample(metrics, "seqrec_bundle_info", bundle_id=B, dataset="test-movies", encoder="mean-pool",
                           index_type="IDMap2,Flat", n_items="50") == 1  # fmt: skip
             with pytest.raises(NotReady, match="was closed"):  # closed for real: its batcher is stopped
-                await old.serving.recommend(RecommendRequest(history=[1, 2, 3], k=5))
+                await old.serving.recommend(RecommendRequest(history=["1001", "1002", "1003"], k=5))
 
     asyncio.run(scenario())
 
@@ -78,7 +78,7 @@ def test_a_refused_bundle_leaves_the_old_one_serving(
             with pytest.raises(BundleRefused, match="manifest.json is missing"):
                 await res.lifecycle.swap(tmp_path / "nowhere")
             assert res.lifecycle.current is before and not before.closed
-            answer = await res.serving.recommend(RecommendRequest(history=[1, 2], k=3))
+            answer = await res.serving.recommend(RecommendRequest(history=["1001", "1002"], k=3))
             assert answer["bundle_id"] == A
             assert sample(metrics, "seqrec_bundle_swaps_total", result="refused") == 2
             assert sample(metrics, "seqrec_bundle_swaps_total", result="ok") == 0
