@@ -10,11 +10,12 @@ aborts the request; service/llm/base.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from service.metrics.registry import Metrics
 
@@ -44,3 +45,27 @@ async def until_disconnected(work: Awaitable[T], receive: Receive, metrics: Metr
         raise
     finally:
         watcher.cancel()
+
+
+class EventStream(StreamingResponse):
+    """A StreamingResponse that stops as soon as its client disconnects and always closes its iterator.
+
+    Starlette's own, under ASGI spec 2.4 (uvicorn), notices a disconnect only when a later `send` fails and
+    then leaves the body iterator to the garbage collector: the explanation generation behind an SSE stream
+    kept running after the client had gone (tests/service/api/test_disconnect.py). Closing the iterator
+    runs the explainer's `finally`, which cancels its generation tasks; the backends then stop."""
+
+    def __init__(self, content: AsyncIterator[bytes], metrics: Metrics, route: str, **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.metrics = metrics
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await until_disconnected(self.stream_response(send), receive, self.metrics, self.route)
+        except (ClientDisconnect, OSError):
+            return  # nobody to answer
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                await close()

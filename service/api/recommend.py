@@ -8,6 +8,7 @@ about as much event-loop time per request as the recommendation itself (docs/ser
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.deps import MetricsDep, ServingDep
-from service.api.disconnect import until_disconnected
+from service.api.disconnect import EventStream, until_disconnected
 from service.api.limits import read_body
 from service.api.protocol import RecommendRequest, RecommendResponse, errors
 from service.core.lifecycle import Generation
@@ -30,6 +31,7 @@ from service.errors import NotReady, error_status_and_body
 from service.metrics.registry import Metrics
 
 PATH = "/v1/recommend"
+STREAM_PATH = "/v1/recommend/stream"
 ALIAS = "/recommend"  # the name clients were first given; the same route
 PATHS = frozenset({PATH, ALIAS})
 router = APIRouter(prefix="/v1", tags=["recommend"])
@@ -97,17 +99,19 @@ POST /v1/recommend, before the stream starts. Closing the connection stops gener
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC}, **_ERRORS},
 )
-async def recommend_stream(request: Request, serving: ServingDep) -> StreamingResponse:
+async def recommend_stream(request: Request, serving: ServingDep, metrics: MetricsDep) -> StreamingResponse:
     """The ranking at once, then each item's explanation as it is generated (server-sent events)."""
     events = await serving.recommend_stream(parse_request(await request.body()))
 
     async def body() -> AsyncIterator[bytes]:
-        async for event in events:
-            yield _sse(event)
+        async with contextlib.aclosing(events):  # closed with the response: generation stops
+            async for event in events:
+                yield _sse(event)
 
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
+    return EventStream(
+        body(), metrics, STREAM_PATH, media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )  # fmt: skip
 
 
 class RecommendFastPath:

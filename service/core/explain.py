@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -238,7 +238,7 @@ class Explainer:
         scores = self.item_embeddings[candidates] @ self.item_embeddings[item_id]
         return candidates[int(np.argmax(scores))]
 
-    async def stream(self, history: list[int], item_ids: list[int]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, history: list[int], item_ids: list[int]) -> AsyncGenerator[dict[str, Any], None]:
         """SSE events for the explanations of `item_ids`, as they are generated (all items at once):
         `explanation_delta` {item_id, text} pieces, then one `explanation` {item_id, text} per item with the
         post-checked text (null when it names a title outside the history and the item: clients should
@@ -256,15 +256,17 @@ class Explainer:
             yield {"event": "explanations_done", "data": {"status": "shed"}}
             return
         try:
-            async for event in self._stream_missing(backend, history, [i for i in item_ids if i not in found], deadline):
-                yield event
+            missing = [i for i in item_ids if i not in found]
+            async with contextlib.aclosing(self._stream_missing(backend, history, missing, deadline)) as events:
+                async for event in events:  # closed with this stream: its finally cancels the generation
+                    yield event
         finally:
             if len(found) < len(item_ids):
                 self._pending -= 1
 
     async def _stream_missing(
         self, backend: LLMBackend, history: list[int], missing: list[int], deadline: float
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
         async def one(item_id: int) -> None:

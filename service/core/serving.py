@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
@@ -124,7 +125,7 @@ class RecommendService:
         answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
         return answer
 
-    async def recommend_stream(self, req: RecommendRequest) -> AsyncIterator[dict[str, Any]]:
+    async def recommend_stream(self, req: RecommendRequest) -> AsyncGenerator[dict[str, Any], None]:
         """The ranking first (event `ranking`: the answer without explanations, `explanation_status`
         "pending"), then the explainer's events as each explanation is generated. Errors in the request
         raise before the first event, so they still get their 4xx."""
@@ -135,14 +136,16 @@ class RecommendService:
 
         external = self.catalogue.external_of
 
-        async def events() -> AsyncIterator[dict[str, Any]]:
+        async def events() -> AsyncGenerator[dict[str, Any], None]:
             yield {"event": "ranking", "data": answer}
             if item_ids:
-                async for event in self.explainer.stream(history, item_ids):
-                    data = event["data"]
-                    if "item_id" in data:  # the explainer speaks dense ids; clients the catalogue's
-                        event = {**event, "data": {**data, "item_id": external[data["item_id"]]}}
-                    yield event
+                # aclosing: a closed stream (client gone) closes the explainer's at once, not at GC
+                async with contextlib.aclosing(self.explainer.stream(history, item_ids)) as stream:
+                    async for event in stream:
+                        data = event["data"]
+                        if "item_id" in data:  # the explainer speaks dense ids; clients the catalogue's
+                            event = {**event, "data": {**data, "item_id": external[data["item_id"]]}}
+                        yield event
 
         return events()
 
