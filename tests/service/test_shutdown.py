@@ -1,0 +1,89 @@
+"""SIGTERM to a real `python -m service` process: readiness off at once, requests still served during the
+drain, then the listener closes while a request in flight (a client still uploading its body: real, and
+as slow as the test wants) completes with 200, and the process exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BODY = json.dumps({"history": ["1001", "1002", "1003"], "k": 5}).encode()
+DRAIN_S = 1.5
+
+
+@pytest.fixture
+def server(bundle_dir: Path, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
+    port = free_port()
+    env = {**os.environ, "SEQREC_BUNDLE_DIR": str(bundle_dir), "SEQREC_LLM_BACKEND": "none", "SEQREC_PORT": str(port),
+           "SEQREC_SHUTDOWN_DRAIN_S": str(DRAIN_S), "SEQREC_SHUTDOWN_GRACE_S": "20", "SEQREC_BUNDLE_WATCH_S": "0",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, (tmp_path / "server.log").read_text()
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the server did not become ready: " + (tmp_path / "server.log").read_text()[-3000:])
+    yield proc, url, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_drains_then_finishes_the_request_in_flight(server: tuple[subprocess.Popen[bytes], str, int]) -> None:
+    proc, url, port = server
+    slow = socket.create_connection(("127.0.0.1", port))
+    head = f"POST /v1/recommend HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(BODY)}\r\n\r\n"
+    slow.sendall(head.encode() + BODY[:10])  # in flight: the rest of the body comes after the drain
+
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    ready = httpx.get(f"{url}/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["draining"] is True
+    assert ready.json()["components"]["server"]["detail"].startswith("draining")
+    during = httpx.post(f"{url}/v1/recommend", content=BODY, headers={"content-type": "application/json"}, timeout=5)
+    assert during.status_code == 200  # still serving while load balancers notice
+
+    time.sleep(DRAIN_S + 0.7)  # drain over: the listener is closed, the in-flight request keeps the process up
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz", timeout=2)
+    assert proc.poll() is None
+
+    slow.sendall(BODY[10:])
+    slow.settimeout(10)
+    reply = b""
+    while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < _length(reply):
+        chunk = slow.recv(65536)
+        assert chunk, reply
+        reply += chunk
+    slow.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["bundle_id"] == "test-meanpool-0000"
+    assert proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+
+
+def _length(reply: bytes) -> int:
+    for line in reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 1 << 30
