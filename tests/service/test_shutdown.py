@@ -123,7 +123,6 @@ def test_an_sse_stream_in_flight_at_sigterm_runs_to_its_end(llm_server: tuple[su
     assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
 
 
-
 def _length(reply: bytes) -> int:
     for line in reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
