@@ -63,6 +63,8 @@ class TransformersBackend:
         soft_prompt: torch.Tensor | None = None,
         adapter_names: frozenset[str] = frozenset(),
         max_score_batch: int = 16,
+        shared: _Shared | None = None,
+        loaded_as: Mapping[str, str] | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -74,8 +76,11 @@ class TransformersBackend:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        # one worker: the model is not shared between threads, and queued work still honours its deadline
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        # one worker: the model is not shared between threads, and queued work still honours its deadline;
+        # backends bound to other bundles' adapters (`bind`) share the model and this worker
+        self._shared = shared or _Shared(ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm"))
+        self._executor = self._shared.executor
+        self._loaded_as = dict(loaded_as) if loaded_as is not None else {n: n for n in adapter_names}
         self._scores = ScoreQueue(max_score_batch)
         self._row_cost_s: float | None = None  # seconds per prompt in a scoring batch, moving average
 
@@ -116,14 +121,15 @@ class TransformersBackend:
     @contextmanager
     def _adapter(self, name: str | None) -> Iterator[None]:
         """Run the body with adapter `name` active, or with adapters disabled for None (worker thread only)."""
-        if not self.adapter_names:
+        if not getattr(self.model, "peft_config", None):  # no adapters in the model at all
             yield
         elif name is None:
             with self.model.disable_adapter():
                 yield
         else:
-            if self.model.active_adapter != name:
-                self.model.set_adapter(name, inference_mode=True)
+            loaded = self._loaded_as[name]  # the model's name for this backend's bundle adapter
+            if self.model.active_adapter != loaded:
+                self.model.set_adapter(loaded, inference_mode=True)
             yield
 
     def render(self, system: str, user: str, prefix: str = "") -> str:
@@ -275,9 +281,62 @@ class TransformersBackend:
         ]
         return choices[max(range(n), key=scores.__getitem__)]
 
+    def can_bind(self, adapters: Mapping[str, Path]) -> bool:
+        """Whether `bind` can serve these adapters on this model: PEFT adds adapters to a model it already
+        wraps; wrapping a bare model in place would change what the backends bound to it compute."""
+        return self.model is not None and (not adapters or bool(getattr(self.model, "peft_config", None)))
+
+    async def bind(self, adapters: Mapping[str, Path], soft_prompt: Path | None) -> TransformersBackend:
+        """A backend for another bundle on this loaded model: its adapters are loaded beside the ones in use
+        (under names of their own, on the worker thread), its soft prompt is its own; the base weights and
+        the worker are shared. Closing it unloads its adapters; the model goes with the last backend."""
+        shared = self._shared
+        shared.binds += 1
+        suffix = f"@{shared.binds}"
+
+        def load() -> dict[str, str]:
+            names = {}
+            for name, folder in adapters.items():
+                self.model.load_adapter(str(folder), adapter_name=name + suffix)
+                names[name] = name + suffix
+            return names
+
+        names = await asyncio.get_running_loop().run_in_executor(self._executor, load)
+        soft = None
+        if soft_prompt is not None:
+            soft = load_soft_prompt(soft_prompt, self.model.get_input_embeddings().embedding_dim)
+        shared.users += 1
+        logger.info("LLM bound to another bundle: adapters %s, soft prompt %s", sorted(names), soft is not None)
+        return TransformersBackend(
+            self.model, self.tokenizer, self.device, soft, frozenset(names), shared=shared, loaded_as=names
+        )
+
     async def aclose(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self.model = None
+        if self.model is None:
+            return
+        model, self.model = self.model, None
+        self._shared.users -= 1
+        if self._shared.users == 0:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            return
+
+        def unload() -> None:  # on the worker: the other backends keep their adapters
+            for loaded in self._loaded_as.values():
+                try:
+                    model.delete_adapter(loaded)
+                except Exception:  # only memory is at stake; the other adapters must stay usable
+                    logger.exception("unloading adapter %s failed", loaded)
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, unload)
+
+
+class _Shared:
+    """What backends bound to one loaded model share: its single worker thread and how many are open."""
+
+    def __init__(self, executor: ThreadPoolExecutor) -> None:
+        self.executor = executor
+        self.users = 1
+        self.binds = 0
 
 
 class _Pieces(TextStreamer):

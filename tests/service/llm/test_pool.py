@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +14,7 @@ from recbundle import load_manifest
 from service.index.bundle import load_bundle
 from service.llm.loader import LoadedLLM
 from service.llm.pool import LLMPool, explain_llm_id
+from service.llm.transformers_backend import TransformersBackend
 from service.metrics.registry import Metrics
 from service.resources import make_explainer
 from service.sessions.memory import InMemoryStore
@@ -58,10 +61,24 @@ def test_another_adapter_is_another_cache_key(
     asyncio.run(scenario())
 
 
-def test_the_engine_is_shared_while_the_llm_is_the_same(
+def test_one_model_serves_every_bundle_of_the_same_base(
     adapter_bundles: dict[str, Path], make_settings: Callable[..., Settings], tiny_llm_dir: Path
 ) -> None:
+    """Same LLM files: the same backend. Other adapter weights: the running model gets the new adapters
+    bound beside the old ones, and each bundle's backend writes what a fresh load of its adapter writes,
+    also after the other one was closed (its adapters unloaded)."""
     settings = make_settings(llm_backend="transformers", llm_model=str(tiny_llm_dir), llm_dtype="float32")
+    prompt = ["<|im_start|>user\nRecommend a film.<|im_end|>\n<|im_start|>assistant\n"]
+
+    async def text(backend: Any) -> str:
+        return (await backend.generate(prompt, 12, time.monotonic() + 60)).texts[0]
+
+    async def fresh(bundle: Path) -> str:
+        backend = TransformersBackend.load(str(tiny_llm_dir), "cpu", "float32", adapters={"explain": bundle / "lora/explain"})
+        try:
+            return await text(backend)
+        finally:
+            await backend.aclose()
 
     async def scenario() -> None:
         pool = LLMPool(settings, Metrics())
@@ -70,11 +87,17 @@ def test_the_engine_is_shared_while_the_llm_is_the_same(
         again, key3 = await pool.acquire(m["one_again"], adapter_bundles["one_again"])
         assert again.backend is first.backend and key1 == key3  # new retrieval model, same LLM: reused
         other, key2 = await pool.acquire(m["two"], adapter_bundles["two"])
-        assert other.backend is not first.backend and key2 != key1  # other adapter weights: own engine
+        one_b, two_b = first.backend, other.backend
+        assert two_b is not one_b and two_b.model is one_b.model and pool.opened == 1  # type: ignore[union-attr]
+        want_one, want_two = await fresh(adapter_bundles["one"]), await fresh(adapter_bundles["two"])
+        assert want_one != want_two  # the adapters matter
+        assert await text(one_b) == want_one and await text(two_b) == want_two
         await pool.release(key1)
-        assert first.backend.model is not None  # type: ignore[union-attr]  # still used by "one_again"
+        assert one_b.model is not None  # type: ignore[union-attr]  # still used by "one_again"
         await pool.release(key3)
-        assert first.backend.model is None  # type: ignore[union-attr]  # closed with its last user
+        assert one_b.model is None  # type: ignore[union-attr]  # closed with its last user
+        assert await text(two_b) == want_two  # unaffected by the other bundle's adapters going
         await pool.release(key2)
+        assert two_b.model is None  # type: ignore[union-attr]
 
     asyncio.run(scenario())
