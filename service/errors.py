@@ -16,10 +16,11 @@ class ServiceError(Exception):
     status_code = 500
     code = "internal"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers or {}  # sent with the error response (WWW-Authenticate, Retry-After)
 
 
 class InvalidHistory(ServiceError):
@@ -60,6 +61,28 @@ class NotReady(ServiceError):
     code = "not_ready"
 
 
+class Unauthorized(ServiceError):
+    """No API key, or one that is not configured."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="llm-seqrec"'})
+
+
+class Forbidden(ServiceError):
+    """A valid API key without the scope the route needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -78,6 +101,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
     return f"invalid request: {summary}", problems
 
 
+def error_headers(exc: Exception) -> dict[str, str]:
+    return exc.headers if isinstance(exc, ServiceError) else {}
+
+
 def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
     """The one mapping from an exception to (HTTP status, JSON body), shared by the FastAPI exception
     handlers and the ASGI fast path of POST /v1/recommend."""
@@ -92,7 +119,7 @@ def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
 
 async def _handle(_: Request, exc: Exception) -> JSONResponse:
     status, body = error_status_and_body(exc)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=error_headers(exc))
 
 
 def register_error_handlers(app: FastAPI) -> None:
