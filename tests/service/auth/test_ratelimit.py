@@ -155,6 +155,24 @@ def test_the_script_is_loaded_again_after_a_redis_script_flush(
     assert waits[:2] == [0, 0] and 4000 < waits[2] <= 5000
 
 
+def test_concurrent_takes_share_round_trips_and_stay_exact(redis_server: RedisServer, redis_url: str) -> None:
+    async def run() -> list[int]:
+        bucket = RedisBucket(redis_url, prefix="t:")
+        try:
+            return list(await asyncio.gather(*(bucket.acquire("k", 0.2, 5) for _ in range(12))))
+        finally:
+            await bucket.close()
+
+    redis_server.cli("config", "resetstat")
+    waits = asyncio.run(run())
+    assert waits[:5] == [0] * 5 and all(4000 < w <= 5000 for w in waits[5:])  # first come, first served
+    stats = redis_server.cli("info", "commandstats")
+    calls = sum(
+        int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines() if "cmdstat_eval" in line
+    )
+    assert 1 <= calls <= 3  # the first request's call, then the 11 queued behind it in one (+ a script load)
+
+
 # (clock steps in s, rate, burst) -> the waits acquire returns (0 = admitted)
 MEMORY_CASES = [
     ([0, 0, 0], 1.0, 2, [0, 0, 1000]),
