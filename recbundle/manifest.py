@@ -3,8 +3,10 @@
 Layout of a bundle directory (paths relative to it; every file is listed in `files` with sha256 + size):
 
     manifest.json          this model, serialised
-    items.jsonl            catalogue, one JSON object per item: item_id (dense, 1..n_items), raw_id, title,
-                           description, categories (list), brand
+    items.jsonl            catalogue, one JSON object per item: item_id (dense, 1..n_items), raw_id (the
+                           catalogue's own id, what clients send; unique), title, description, categories
+                           (list), brand. A row with item_id null is in the catalogue and not in the model
+                           (a cold-start row): `cold_items` says how histories holding it are served
     encoder.pt2            torch.export program: (B, max_len) int64 left-padded item ids, 0 = padding
                            -> (B, dim) float32 user vectors (inner product with item embeddings = score)
     encoder.json           the SR encoder's config (architecture hyper-parameters), for humans and audits
@@ -81,6 +83,9 @@ class Manifest(BaseModel):
     dataset: str
     n_items: int
     catalogue_path: str = "items.jsonl"
+    # a history item the catalogue knows and the model does not: "skip" it (the answer lists it under
+    # ignored_items) or "reject" the request (422, like an unknown id)
+    cold_items: Literal["skip", "reject"] = "skip"
     encoder: EncoderRef
     index: IndexRef
     llm: LLMRef = Field(default_factory=LLMRef)

@@ -11,14 +11,14 @@ app = FastAPI()
 
 
 class Body(BaseModel):
-    history: list[int] = Field(default_factory=list)
+    history: list[str] = Field(default_factory=list)  # catalogue ids, as the service takes them
     k: int = 10
     explain: bool = False
     exclude_seen: bool = True
 
 
 class Item(BaseModel):
-    item_id: int
+    item_id: str
     score: float
     rank: int
 

@@ -49,9 +49,9 @@ def preset_of(bundle_id: str) -> str:
     raise SystemExit(f"bundle {bundle_id!r} names no preset in configs/: pass --preset")
 
 
-def rerank_bodies(preset: str, out: Path, k: int, max_history: int) -> int:
+def rerank_bodies(preset: str, out: Path, k: int, max_history: int, bundle: Path) -> int:
     """loadtest's request bodies (one real test history each) with rerank=true."""
-    n = loadtest.write_bodies(preset, out, k, False, max_history)
+    n = loadtest.write_bodies(preset, out, k, False, max_history, bundle)
     lines = [json.loads(line) for line in out.read_text().splitlines() if line]
     out.write_text("".join(json.dumps({**b, "rerank": True}, separators=(",", ":")) + "\n" for b in lines))
     return n
@@ -162,7 +162,7 @@ def main() -> None:
     bodies = out.parent / f"bodies_rerank_{preset}_k{args.k}.jsonl"
     report: dict[str, Any] = {
         "command": "python scripts/bench_rerank.py " + " ".join(sys.argv[1:]), "bundle_id": manifest.bundle_id,
-        "preset": preset, "bodies": rerank_bodies(preset, bodies, args.k, args.max_history), "k": args.k,
+        "preset": preset, "bodies": rerank_bodies(preset, bodies, args.k, args.max_history, Path(args.bundle)), "k": args.k,
         "duration_s": args.duration, "concurrency": args.concurrency, "rerank": manifest.llm.rerank.model_dump(),
         "default_deadline_ms": Settings.model_fields["rerank_deadline_ms"].default,
         "capacity_deadline_ms": args.capacity_deadline_ms, "cpu_count": os.cpu_count(),

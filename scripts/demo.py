@@ -38,12 +38,15 @@ def _request(url: str, body: dict | None = None, timeout: float = 300) -> dict: 
         return dict(json.loads(r.read()))
 
 
-def test_user_history(preset: str, user: int, n: int) -> list[int]:
+def test_user_history(preset: str, user: int, n: int, bundle: Path) -> list[str]:
+    """A real test user's most recent items, as the catalogue's ids (what a client holds and sends)."""
+    from service.index.catalogue import Catalogue
     from training import pipeline
     from training.config import load_config
 
     _, split = pipeline.prepare_stage(load_config(preset))
-    return [int(i) for i in split.test_history[user][-n:]]
+    external = Catalogue.from_jsonl(bundle / "items.jsonl").external_of
+    return [external[int(i)] for i in split.test_history[user][-n:]]
 
 
 def summary(answer: dict) -> str:  # type: ignore[type-arg]
@@ -72,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
     from recbundle import load_manifest
 
-    history = test_user_history(args.preset, args.user, args.history)
+    history = test_user_history(args.preset, args.user, args.history, Path(args.bundle))
     llm = load_manifest(Path(args.bundle), verify=False).llm
     rerank = llm.rerank is not None
     explainer = ("tuned: the bundle's ReLRec \"explain\" adapter" if "explain" in llm.lora_adapters

@@ -1,7 +1,7 @@
 """Load tests of POST /v1/recommend with wrk (C, so the driver is not the bottleneck on 2 cores).
 
     # request bodies from the histories of real test users (the prepared dataset the bundle came from)
-    python scripts/loadtest.py bodies --preset ml-100k --out runs/bench/bodies.jsonl --k 10
+    python scripts/loadtest.py bodies --preset ml-100k --bundle bundles/current --out runs/bench/bodies.jsonl --k 10
     # one load run against a running server
     python scripts/loadtest.py run --url http://127.0.0.1:8000 --bodies runs/bench/bodies.jsonl -c 32 -d 20
     # the README benchmark: bare FastAPI vs the service (no explanations), then explanations at k=5
@@ -34,16 +34,27 @@ REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "scripts" / "loadtest" / "recommend.lua"
 
 
-def write_bodies(preset: str, out: Path, k: int, explain: bool, max_history: int) -> int:
+def catalogue_ids(bundle: Path) -> list[str]:
+    """The catalogue's item id of each dense id (index 0: padding), from the bundle's items.jsonl: the API
+    speaks catalogue ids, the prepared split dense ones."""
+    sys.path.insert(0, str(REPO))
+    from service.index.catalogue import Catalogue
+
+    return Catalogue.from_jsonl(Path(bundle) / "items.jsonl").external_of
+
+
+def write_bodies(preset: str, out: Path, k: int, explain: bool, max_history: int, bundle: Path) -> int:
+    """One request body per test user of the preset: the user's history, as the catalogue's ids."""
     sys.path.insert(0, str(REPO))
     from training import pipeline
     from training.config import load_config
 
     _, split = pipeline.prepare_stage(load_config(preset))
+    external = catalogue_ids(bundle)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
         for history in split.test_history:
-            body = {"history": [int(i) for i in history[-max_history:]], "k": k, "explain": explain}
+            body = {"history": [external[int(i)] for i in history[-max_history:]], "k": k, "explain": explain}
             f.write(json.dumps(body, separators=(",", ":")) + "\n")
     return len(split.test_history)
 
@@ -174,8 +185,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         plain = Path(args.bodies)
         n = sum(1 for line in plain.open() if line.strip())
     else:
-        n = write_bodies(args.preset, plain, 10, False, args.max_history)
-        write_bodies(args.preset, explained, 5, True, args.max_history)
+        n = write_bodies(args.preset, plain, 10, False, args.max_history, args.bundle)
+        write_bodies(args.preset, explained, 5, True, args.max_history, args.bundle)
     if args.auth:
         return auth_bench(args, plain, n)
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration}
@@ -241,6 +252,7 @@ def main() -> None:
     b.add_argument("--k", type=int, default=10)
     b.add_argument("--explain", action="store_true")
     b.add_argument("--max-history", type=int, default=200)
+    b.add_argument("--bundle", default="bundles/current", help="the bundle whose catalogue ids the bodies use")
     r = sub.add_parser("run")
     r.add_argument("--url", default="http://127.0.0.1:8000")
     r.add_argument("--bodies", default="runs/bench/bodies.jsonl")
@@ -267,7 +279,8 @@ def main() -> None:
     be.add_argument("--uvicorn-opt", action="append", default=[], help="extra uvicorn option, for both servers")
     args = parser.parse_args()
     if args.cmd == "bodies":
-        print(f"{write_bodies(args.preset, Path(args.out), args.k, args.explain, args.max_history)} bodies -> {args.out}")
+        n = write_bodies(args.preset, Path(args.out), args.k, args.explain, args.max_history, Path(args.bundle))
+        print(f"{n} bodies -> {args.out}")
     elif args.cmd == "run":
         print(json.dumps(run_wrk(args.url, Path(args.bodies), args.concurrency, args.duration, args.threads,
                                 api_key=args.api_key)))

@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,16 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
 
 
 def error_headers(exc: Exception) -> dict[str, str]:
-    return exc.headers if isinstance(exc, ServiceError) else {}
+    """Headers the error response carries (WWW-Authenticate, Retry-After, the framework's own); a copy."""
+    return dict(getattr(exc, "headers", None) or {})
+
+
+# the framework's own errors (routing, methods), in the same shape as the service's
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
+_HTTP_HINTS = {
+    404: "no such route: see /docs for the API",
+    405: "method not allowed on this route: the Allow header lists the ones it takes",
+}
 
 
 def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
@@ -113,15 +124,33 @@ def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, RequestValidationError):
         message, problems = _validation_message(exc)
         return 422, error_body("invalid_request", message, problems)
+    if isinstance(exc, HTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        hint = _HTTP_HINTS.get(exc.status_code, str(exc.detail))
+        return exc.status_code, error_body(code, hint)
     logger.exception("unhandled error", exc_info=exc)
     return 500, error_body("internal", "internal error; see the service log")
 
 
-async def _handle(_: Request, exc: Exception) -> JSONResponse:
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path. Starlette's 405 names only the first route that matched
+    the path, so a path served by several routes (GET and DELETE /v1/sessions/{id}) got a wrong Allow."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "OPTIONS-PROBE"})
+        if match == Match.PARTIAL and getattr(route, "methods", None):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status, body = error_status_and_body(exc)
-    return JSONResponse(body, status_code=status, headers=error_headers(exc))
+    headers = error_headers(exc)
+    if status == 405:
+        headers["Allow"] = allowed_methods(request)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def register_error_handlers(app: FastAPI) -> None:
-    for exc_type in (ServiceError, RequestValidationError, Exception):
+    for exc_type in (ServiceError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(exc_type, _handle)

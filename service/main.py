@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from service.api import health, items, recommend, sessions
 from service.api.limits import BodyLimitMiddleware
+from service.api.openapi import install_openapi
 from service.api.recommend import RecommendFastPath
 from service.auth.guard import Guard, open_guard
 from service.auth.middleware import AuthMiddleware
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app)
     for module in (recommend, sessions, items, health):
         app.include_router(module.router)
+    app.include_router(recommend.alias_router)
     default_limit = Settings.model_fields["max_body_bytes"].default
 
     def body_limit() -> int:
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources: Resources | None = app.state.resources
         return resources.serving if resources else None
 
+    install_openapi(app, lambda: app.state.settings or Settings())
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # answers POST /v1/recommend before the framework's own middleware stack (only AuthMiddleware runs before it)

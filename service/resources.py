@@ -122,7 +122,8 @@ async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[
         stack.push_async_callback(recommender.close)
         reranker = await make_reranker(settings, llm, bundle, metrics)
         serving = RecommendService(
-            recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history
+            recommender, reranker, explainer, store, bundle.catalogue, metrics, max_history=settings.max_history,
+            cold_items=m.cold_items,
         )
         # Everything loaded so far lives for the whole process: keep it out of the cyclic GC's scans,
         # whose full collections otherwise show up as latency spikes under load.

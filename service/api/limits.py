@@ -1,4 +1,8 @@
-"""Refuse request bodies over `max_body_bytes` with a 413 before they are parsed."""
+"""Refuse request bodies over `max_body_bytes` with a 413 before they are parsed.
+
+The refused body is read and dropped (up to DRAIN_MAX_BYTES) before the 413 goes out: a server that answers
+and closes while the client is still sending makes the client's TCP stack see a reset, and most clients
+then report "connection reset" instead of the 413 they were sent."""
 
 from __future__ import annotations
 
@@ -10,15 +14,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import BodyTooLarge, error_body
 
+DRAIN_MAX_BYTES = 64 * 1024 * 1024  # past it the connection is closed unread (the client sees a reset)
+
 
 def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"request body is larger than {limit} bytes: send a shorter history")
+
+
+async def drain(receive: Receive, already: int = 0) -> None:
+    """Read and drop the rest of a request body, up to DRAIN_MAX_BYTES in all."""
+    size = already
+    while size <= DRAIN_MAX_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing (BodyTooLarge) a declared or actual size over `limit`."""
     declared = dict(scope["headers"]).get(b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        await drain(receive)
         raise too_large(limit)
     chunks: list[bytes] = []
     size = 0
@@ -29,6 +48,8 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await drain(receive, size)
             raise too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -54,6 +75,7 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit():
             if int(declared) > limit:
+                await drain(receive)
                 await self._reject(scope, receive, send, limit)
                 return
             # h11/httptools deliver no more body than Content-Length declares: nothing to buffer
@@ -67,6 +89,8 @@ class BodyLimitMiddleware:
             messages.append(message)
             size += len(message.get("body", b""))
             if size > limit:
+                if message.get("more_body", False):
+                    await drain(receive, size)
                 await self._reject(scope, receive, send, limit)
                 return
             if message["type"] != "http.request" or not message.get("more_body", False):

@@ -3,29 +3,54 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 SESSION_ID_HELP = "1-128 characters from A-Z a-z 0-9 _ . : -"
+ITEM_ID_PATTERN = r"^[!-~]{1,64}$"  # printable ASCII, no spaces: MovieLens ids, ASINs, SKUs
+MAX_INT_ID = 2**63 - 1  # larger JSON integers are refused (no catalogue numbers its items beyond int64)
+ITEM_ID_HELP = (
+    "the catalogue's own item id (MovieLens movie id, ASIN, ...), 1-64 printable ASCII characters; a JSON "
+    "integer is read as its decimal digits"
+)
+
+
+def _digits(value: object) -> object:
+    """A non-negative JSON integer as its decimal string; anything else as it came (then checked as a string)."""
+    return str(value) if type(value) is int and 0 <= value <= MAX_INT_ID else value
+
+
+# The catalogue's id, always a string inside the service; integers are accepted because numeric catalogues
+# (MovieLens) are naturally sent as numbers, and documented as such.
+ItemRef = Annotated[
+    str,
+    BeforeValidator(_digits),
+    StringConstraints(pattern=ITEM_ID_PATTERN),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": ITEM_ID_PATTERN},
+                   {"type": "integer", "minimum": 0, "maximum": MAX_INT_ID}],
+         "description": ITEM_ID_HELP}
+    ),
+]  # fmt: skip
 
 
 class HistoryEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    item_id: int = Field(description="dense item id, 1..n_items (see GET /v1/items?q=)")
+    item_id: ItemRef
     timestamp: float | datetime | None = Field(
         None, description="epoch seconds or ISO-8601; orders the events"
     )
 
 
-HistoryInput = list[int | HistoryEvent]
+HistoryInput = list[ItemRef | HistoryEvent]
 
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"history": [12, 50, 7], "k": 5, "explain": True}]},
+        json_schema_extra={"examples": [{"history": ["12", "50", "7"], "k": 5, "explain": True}]},
     )
     history: HistoryInput = Field(
         default_factory=list,
@@ -47,7 +72,7 @@ class RecommendRequest(BaseModel):
 
 
 class RecommendedItem(BaseModel):
-    item_id: int
+    item_id: str = Field(description="the catalogue's own item id")
     title: str
     score: float = Field(
         description="retrieval score (inner product); for reranked items (rerank_status ok) the retrieval "
@@ -88,22 +113,31 @@ class RecommendResponse(BaseModel):
     degraded: bool = Field(
         False, description="the session store was unreachable; the inline history was used"
     )
+    ignored_items: list[str] = Field(
+        default_factory=list,
+        description="history items left out of the ranking: in the catalogue but not in the bundle's model "
+        "(cold-start rows, when the bundle skips them), or stored in the session under an earlier bundle "
+        "that this one does not know",
+    )
 
 
 class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": [3, 9]}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"events": ["3", "9"]}]})
     events: HistoryInput = Field(min_length=1)
 
 
 class SessionResponse(BaseModel):
     session_id: str
-    history: list[int]
+    history: list[str] = Field(description="the catalogue's item ids, oldest first")
     length: int
 
 
 class ItemOut(BaseModel):
-    item_id: int
-    raw_id: str | int | None = None
+    item_id: str = Field(description="the catalogue's own item id")
+    in_model: bool = Field(
+        description="the bundle's model ranks it; false: a catalogue item the model has no row for "
+        "(never recommended)"
+    )
     title: str
     description: str | None = None
     categories: list[str] = Field(default_factory=list)
@@ -125,3 +159,33 @@ class ReadyResponse(BaseModel):
     bundle_id: str | None
     components: dict[str, ComponentState]
     degraded: list[str] = []  # failing components the ranking path does without (answers say what is missing)
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable reason, e.g. unknown_items, invalid_request")
+    message: str = Field(description="what went wrong and what to change")
+    details: Any = Field(None, description="structured context (the offending ids, fields, limits)")
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error this API answers, the framework's own (404, 405, bad JSON) included."""
+
+    error: ErrorDetail
+
+
+_ERROR_MEANING = {
+    401: "no API key, or an unknown one",
+    403: "the API key lacks the scope this route needs",
+    404: "the session, item or route does not exist",
+    405: "the route does not take this method (the Allow header lists those it takes)",
+    409: "the request conflicts with the service's state",
+    413: "the request body is larger than max_body_bytes",
+    422: "the request is malformed or names unknown items; details say which field or ids",
+    429: "rate limit of this API key reached (Retry-After says when to retry)",
+    503: "not ready (starting, stopping) or a backing service it needs (the session store) is down",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all in the one error shape."""
+    return {s: {"model": ErrorResponse, "description": _ERROR_MEANING[s]} for s in statuses}

@@ -22,13 +22,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.deps import ServingDep
 from service.api.limits import read_body
-from service.api.protocol import RecommendRequest, RecommendResponse
+from service.api.protocol import RecommendRequest, RecommendResponse, errors
 from service.core.serving import RecommendService
 from service.errors import NotReady, error_headers, error_status_and_body
 from service.metrics.registry import Metrics
 
 PATH = "/v1/recommend"
+ALIAS = "/recommend"  # the name clients were first given; the same route
+PATHS = frozenset({PATH, ALIAS})
 router = APIRouter(prefix="/v1", tags=["recommend"])
+alias_router = APIRouter(tags=["recommend"])
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -47,10 +50,22 @@ async def answer(serving: RecommendService, body: bytes) -> bytes:
     return orjson.dumps(await serving.recommend(parse_request(body)))
 
 
-@router.post("/recommend", response_model=RecommendResponse, openapi_extra=_request_body_doc())
+_ERRORS = errors(404, 413, 422, 503)
+
+
+@router.post(
+    "/recommend", response_model=RecommendResponse, openapi_extra=_request_body_doc(), responses=_ERRORS
+)
 async def recommend(request: Request, serving: ServingDep) -> Response:
-    """Top-k items for a history (inline, or a session's), optionally with LLM explanations."""
+    """Top-k items for a history (inline, or a session's), optionally with LLM explanations. Item ids are
+    the catalogue's own, in the request and in the answer."""
     return Response(await answer(serving, await request.body()), media_type="application/json")
+
+
+@alias_router.post(ALIAS, response_model=RecommendResponse, openapi_extra=_request_body_doc(), responses=_ERRORS)
+async def recommend_alias(request: Request, serving: ServingDep) -> Response:
+    """The same as POST /v1/recommend (the route's first name, kept for the clients that use it)."""
+    return await recommend(request, serving)
 
 
 def parse_request(body: bytes) -> RecommendRequest:
@@ -76,7 +91,7 @@ POST /v1/recommend, before the stream starts. Closing the connection stops gener
     "/recommend/stream",
     openapi_extra=_request_body_doc(),
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC}},
+    responses={200: {"content": {"text/event-stream": {}}, "description": _STREAM_DOC}, **_ERRORS},
 )
 async def recommend_stream(request: Request, serving: ServingDep) -> StreamingResponse:
     """The ranking at once, then each item's explanation as it is generated (server-sent events)."""
@@ -92,7 +107,7 @@ async def recommend_stream(request: Request, serving: ServingDep) -> StreamingRe
 
 
 class RecommendFastPath:
-    """ASGI middleware that serves `POST /v1/recommend` itself and passes every other request on.
+    """ASGI middleware that serves `POST /v1/recommend` (and its alias `POST /recommend`) itself and passes every other request on.
 
     It does what the framework path does for this route (body size limit, readiness, validation,
     error mapping, request metrics) and nothing else. `serving` returns the app's RecommendService, or
@@ -111,7 +126,7 @@ class RecommendFastPath:
         self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["path"] not in PATHS or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -130,4 +145,4 @@ class RecommendFastPath:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.request_done(PATH, "POST", status, time.perf_counter() - start)
+        self.metrics.request_done(scope["path"], "POST", status, time.perf_counter() - start)

@@ -1,22 +1,22 @@
 from fastapi import APIRouter, Response
 
 from service.api.deps import ServingDep, SessionIdPath
-from service.api.protocol import EventsRequest, SessionResponse
+from service.api.protocol import EventsRequest, SessionResponse, errors
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
-@router.post("/{session_id}/events", response_model=SessionResponse)
+@router.post("/{session_id}/events", response_model=SessionResponse, responses=errors(413, 422, 503))
 async def add_events(session_id: SessionIdPath, body: EventsRequest, serving: ServingDep) -> SessionResponse:
     return await serving.add_events(session_id, body.events)
 
 
-@router.get("/{session_id}", response_model=SessionResponse)
+@router.get("/{session_id}", response_model=SessionResponse, responses=errors(404, 422, 503))
 async def get_session(session_id: SessionIdPath, serving: ServingDep) -> SessionResponse:
     return await serving.get_session(session_id)
 
 
-@router.delete("/{session_id}", status_code=204)
+@router.delete("/{session_id}", status_code=204, responses=errors(404, 422, 503))
 async def delete_session(session_id: SessionIdPath, serving: ServingDep) -> Response:
     await serving.delete_session(session_id)
     return Response(status_code=204)

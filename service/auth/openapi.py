@@ -56,8 +56,10 @@ def add_security(schema: dict[str, Any]) -> None:
                     operation.get("description", "") + f"\n\nNeeds an API key with scope `{need}`."
                 ).strip()
             responses = operation.setdefault("responses", {})
-            for status, doc in _RESPONSES.items():
-                responses.setdefault(status, {**doc, "content": _ERROR_CONTENT})
+            for status, doc in _RESPONSES.items():  # kept where a route documents them itself, headers added
+                response = responses.setdefault(status, {"description": doc["description"]})
+                response.setdefault("content", _ERROR_CONTENT)
+                response.setdefault("headers", {}).update(doc.get("headers", {}))
 
 
 def document_security(app: FastAPI) -> None:

@@ -42,9 +42,9 @@ def answer_prefix(anchor: Item, recommended: Item) -> str:
 def user_prompt(recent: list[Item], recommended: Item, labels: dict[int, str] | None = None) -> str:
     """`labels`: item id -> pseudo-label, for the items that have one."""
     labels = labels or {}
-    history = "; ".join(describe(it, labels.get(it.item_id)) for it in recent)
+    history = "; ".join(describe(it, labels.get(it.item_id or 0)) for it in recent)
     return (
         f"The user recently interacted with, oldest first: {history}.\n"
-        f"Recommended item: {describe(recommended, labels.get(recommended.item_id))}.\n"
+        f"Recommended item: {describe(recommended, labels.get(recommended.item_id or 0))}.\n"
         f'Explain why the user may like "{recommended.title}", naming at least one title they interacted with.'
     )

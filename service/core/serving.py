@@ -17,19 +17,19 @@ from service.api.protocol import (
     SessionResponse,
 )
 from service.core.explain import Explainer, Explanations, ExplanationStatus
-from service.core.history import Event, order_events, validate_ids
+from service.core.history import Event, Resolved, check_length, order_events, resolve
 from service.core.recommender import Recommender
 from service.core.rerank import Reranker
 from service.errors import InvalidHistory, ItemNotFound, SessionNotFound, StoreUnavailable
-from service.index.catalogue import Catalogue
+from service.index.catalogue import Catalogue, Item
 from service.metrics.registry import Metrics
 from service.sessions.base import SessionStore
 
 logger = logging.getLogger(__name__)
 
 
-def _event(e: int | HistoryEvent) -> Event:
-    if isinstance(e, int):
+def _event(e: str | HistoryEvent) -> Event:
+    if isinstance(e, str):
         return Event(e)
     ts = e.timestamp.timestamp() if isinstance(e.timestamp, datetime) else e.timestamp
     return Event(e.item_id, ts)
@@ -46,6 +46,7 @@ class RecommendService:
         metrics: Metrics,
         *,
         max_history: int,
+        cold_items: str = "skip",
     ) -> None:
         self.recommender = recommender
         self.reranker = reranker
@@ -54,39 +55,53 @@ class RecommendService:
         self.catalogue = catalogue
         self.metrics = metrics
         self.max_history = max_history
+        self.cold_items = cold_items  # the bundle's policy for catalogue items its model does not know
         self.bundle_id = recommender.bundle.bundle_id
 
-    def parse_events(self, events: HistoryInput) -> list[int]:
-        if set(map(type, events)) <= {int}:  # the common case: plain ids, already in order
-            ids: list[int] = events  # type: ignore[assignment]
+    def parse_events(self, events: HistoryInput) -> tuple[list[str], Resolved]:
+        """The request's catalogue ids in order (what a session stores), and the same resolved for the
+        model; unknown ids (and cold-start rows the bundle refuses) are a 422."""
+        check_length(len(events), self.max_history)
+        if set(map(type, events)) <= {str}:  # the common case: plain ids, already in order
+            ids: list[str] = events  # type: ignore[assignment]
         else:
             ids = order_events([_event(e) for e in events])
-        return validate_ids(ids, self.catalogue, self.max_history)
+        return ids, resolve(ids, self.catalogue, self.cold_items)
 
-    async def resolve_history(self, req: RecommendRequest) -> tuple[list[int], bool]:
+    async def resolve_history(self, req: RecommendRequest) -> tuple[Resolved, bool]:
         """The history to rank from, and whether it is degraded (store down, inline history used)."""
-        inline = self.parse_events(req.history)
+        sent, inline = self.parse_events(req.history)
         if req.session_id is None:
-            if not inline:
+            if not sent:
                 raise InvalidHistory(
                     "history is empty: send at least one item id, or a session_id with events"
                 )
-            return inline, False
+            return self._usable(inline), False
         try:
-            history = await (
-                self.store.append(req.session_id, inline) if inline else self.store.get(req.session_id)
-            )
+            stored = await (self.store.append(req.session_id, sent) if sent else self.store.get(req.session_id))
         except StoreUnavailable:
-            if not inline:
+            if not sent:
                 raise
             self.metrics.degraded.labels("session_store").inc()
             logger.warning("session store down; serving session %s from its inline history", req.session_id)
-            return inline, True
-        if not history:
+            return self._usable(inline), True
+        if not stored:
             raise SessionNotFound(
                 f"session {req.session_id!r} has no events (never created or expired): send a history"
             )
-        return history, False
+        # a session may hold ids from an earlier bundle: they are left out (and listed), never reinterpreted
+        return self._usable(resolve(stored, self.catalogue, self.cold_items, strict=False)), False
+
+    def _usable(self, history: Resolved) -> Resolved:
+        if history.ignored:
+            self.metrics.history_items_ignored.inc(len(history.ignored))
+        if not history.dense:
+            raise InvalidHistory(
+                "no item of the history is known to this bundle's model: send items it ranks "
+                "(GET /v1/items/{item_id} says in_model)",
+                {"ignored": history.ignored[:100]},
+            )
+        return history
 
     async def recommend(self, req: RecommendRequest) -> dict[str, Any]:
         """The answer as a plain dict shaped like `RecommendResponse` (the documented schema).
@@ -102,8 +117,8 @@ class RecommendService:
         if req.explain and item_ids:
             texts, status = await self.explainer.explain(history, item_ids)
             self.metrics.stage.labels("explain").observe(time.perf_counter() - t_explain)
-            for item in answer["items"]:
-                item["explanation"] = texts.get(item["item_id"])
+            for item, dense in zip(answer["items"], item_ids, strict=True):
+                item["explanation"] = texts.get(dense)
         answer["explanation_status"] = status
         answer["timings_ms"]["explain"] = (time.perf_counter() - t_explain) * 1000
         answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
@@ -118,17 +133,23 @@ class RecommendService:
         answer["explanation_status"] = "pending" if item_ids else "disabled"
         answer["timings_ms"]["total"] = (time.perf_counter() - start) * 1000
 
+        external = self.catalogue.external_of
+
         async def events() -> AsyncIterator[dict[str, Any]]:
             yield {"event": "ranking", "data": answer}
             if item_ids:
                 async for event in self.explainer.stream(history, item_ids):
+                    data = event["data"]
+                    if "item_id" in data:  # the explainer speaks dense ids; clients the catalogue's
+                        event = {**event, "data": {**data, "item_id": external[data["item_id"]]}}
                     yield event
 
         return events()
 
     async def _rank(self, req: RecommendRequest) -> tuple[dict[str, Any], list[int], list[int]]:
-        """(the answer without explanations, the history, the answer's item ids in order)."""
-        history, degraded = await self.resolve_history(req)
+        """(the answer without explanations, the history's dense ids, the answer's dense ids in order)."""
+        resolved, degraded = await self.resolve_history(req)
+        history = resolved.dense
         status = self.reranker.plan(req.rerank)  # None: rerank
         fetch = req.k if status is not None else max(req.k, self.reranker.n)
         ranking = await self.recommender.rank(history, fetch, req.exclude_seen)
@@ -137,9 +158,9 @@ class RecommendService:
             reranked = await self.reranker.rerank(history, scored)
             retrieval_rank = {i: r for r, (i, _) in enumerate(scored, 1)}
             scored, status, rerank_ms = reranked.items[: req.k], reranked.status, reranked.ms
-        titles = self.catalogue.title_of
+        titles, external = self.catalogue.title_of, self.catalogue.external_of
         items = [
-            {"item_id": i, "title": titles[i], "score": s, "rank": r,
+            {"item_id": external[i], "title": titles[i], "score": s, "rank": r,
              "retrieval_rank": retrieval_rank[i] if retrieval_rank else r, "explanation": None}
             for r, (i, s) in enumerate(scored, 1)
         ]  # fmt: skip
@@ -152,11 +173,12 @@ class RecommendService:
             "explanation_status": "disabled",
             "rerank_status": status,
             "degraded": degraded,
+            "ignored_items": resolved.ignored,
         }  # fmt: skip
         return answer, history, [i for i, _ in scored]
 
     async def add_events(self, session_id: str, events: HistoryInput) -> SessionResponse:
-        history = await self.store.append(session_id, self.parse_events(events))
+        history = await self.store.append(session_id, self.parse_events(events)[0])
         return SessionResponse(session_id=session_id, history=history, length=len(history))
 
     async def get_session(self, session_id: str) -> SessionResponse:
@@ -169,11 +191,21 @@ class RecommendService:
         if not await self.store.delete(session_id):
             raise SessionNotFound(f"session {session_id!r} not found (never created or expired)")
 
-    def item(self, item_id: int) -> ItemOut:
-        item = self.catalogue.get(item_id)
+    def item(self, item_id: str) -> ItemOut:
+        item = self.catalogue.lookup(item_id)
         if item is None:
-            raise ItemNotFound(f"item {item_id} does not exist: item ids run 1..{len(self.catalogue)}")
-        return ItemOut.model_validate(item.model_dump())
+            raise ItemNotFound(
+                f"item {item_id!r} is not in the catalogue: item ids are the catalogue's own "
+                "(find them with GET /v1/items?q=)"
+            )
+        return _item_out(item)
 
     def search_items(self, query: str, limit: int) -> list[ItemOut]:
-        return [ItemOut.model_validate(it.model_dump()) for it in self.catalogue.search(query, limit)]
+        return [_item_out(it) for it in self.catalogue.search(query, limit)]
+
+
+def _item_out(item: Item) -> ItemOut:
+    return ItemOut(
+        item_id=item.external_id, in_model=item.item_id is not None, title=item.title,
+        description=item.description, categories=item.categories, brand=item.brand,
+    )  # fmt: skip

@@ -88,6 +88,11 @@ class Metrics:
             "seqrec_ratelimit_errors", "requests let through unchecked: the rate-limit store (Redis) failed",
             registry=r,
         )
+        self.history_items_ignored = Counter(
+            "seqrec_history_items_ignored",
+            "history items left out of a ranking: cold-start rows, or session items this bundle does not know",
+            registry=r,
+        )
         self.bundle = Info("seqrec_bundle", "the loaded bundle", registry=r)
         self.ready = Gauge("seqrec_ready", "1 when /readyz last answered ready", registry=r)
         self.component_failing = Gauge(

@@ -1,4 +1,7 @@
-"""The session store interface: per-session event lists plus a small key-value cache (explanations)."""
+"""The session store interface: per-session event lists plus a small key-value cache (explanations).
+
+Sessions hold the catalogue's item ids (strings), never the bundle's dense ids: a bundle swap renumbers dense
+ids, and a stored session must keep meaning the same items."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ class SessionStore(Protocol):
 
     kind: str
 
-    async def append(self, session_id: str, item_ids: Sequence[int]) -> list[int]:
+    async def append(self, session_id: str, item_ids: Sequence[str]) -> list[str]:
         """Append events (oldest first), keep the newest `max_len`, refresh the TTL; return the history."""
         ...
 
-    async def get(self, session_id: str) -> list[int]:
+    async def get(self, session_id: str) -> list[str]:
         """The stored history, oldest first; [] for an unknown or expired session."""
         ...
 

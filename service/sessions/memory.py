@@ -12,23 +12,23 @@ class InMemoryStore:
     def __init__(self, max_len: int, ttl_s: int) -> None:
         self.max_len = max_len
         self.ttl_s = ttl_s
-        self._sessions: dict[str, tuple[float, list[int]]] = {}
+        self._sessions: dict[str, tuple[float, list[str]]] = {}
         self._cache: dict[str, tuple[float, str]] = {}
 
-    def _alive(self, session_id: str) -> list[int] | None:
+    def _alive(self, session_id: str) -> list[str] | None:
         entry = self._sessions.get(session_id)
         if entry is None or entry[0] < time.monotonic():
             self._sessions.pop(session_id, None)
             return None
         return entry[1]
 
-    async def append(self, session_id: str, item_ids: Sequence[int]) -> list[int]:
+    async def append(self, session_id: str, item_ids: Sequence[str]) -> list[str]:
         history = (self._alive(session_id) or []) + list(item_ids)
         history = history[-self.max_len :]
         self._sessions[session_id] = (time.monotonic() + self.ttl_s, history)
         return list(history)
 
-    async def get(self, session_id: str) -> list[int]:
+    async def get(self, session_id: str) -> list[str]:
         return list(self._alive(session_id) or [])
 
     async def delete(self, session_id: str) -> bool:

@@ -48,7 +48,7 @@ class RedisStore:
         except (RedisError, OSError) as e:
             raise self._fail(op, e) from e
 
-    async def append(self, session_id: str, item_ids: Sequence[int]) -> list[int]:
+    async def append(self, session_id: str, item_ids: Sequence[str]) -> list[str]:
         key = self._key(session_id)
         async with self._client.pipeline(transaction=True) as pipe:
             if item_ids:
@@ -57,11 +57,10 @@ class RedisStore:
             pipe.expire(key, self.ttl_s)
             pipe.lrange(key, 0, -1)
             results = await self._run("append", pipe.execute())
-        return [int(x) for x in results[-1]]
+        return list(results[-1])
 
-    async def get(self, session_id: str) -> list[int]:
-        values = await self._run("get", self._client.lrange(self._key(session_id), 0, -1))
-        return [int(x) for x in values]
+    async def get(self, session_id: str) -> list[str]:
+        return list(await self._run("get", self._client.lrange(self._key(session_id), 0, -1)))
 
     async def delete(self, session_id: str) -> bool:
         return bool(await self._run("delete", self._client.delete(self._key(session_id))))

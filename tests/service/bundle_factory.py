@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import faiss
 import numpy as np
@@ -141,11 +143,18 @@ def build_bundle(
     soft_prompt: np.ndarray | None = None,
     rerank: RerankSpec | None = None,
     rerank_adapter: Path | None = None,
+    renumber: bool = False,
+    cold_raw_ids: Sequence[str] = (),
+    cold_items: Literal["skip", "reject"] = "skip",
+    bundle_id: str | None = None,
 ) -> Manifest:
     """Write a complete bundle into `root` (created) and return its manifest. `n_items` > 50 repeats titles
     with a suffix (for load tests). `lora_adapter` (a PEFT folder, copied in as the "explain" adapter),
     `soft_prompt` ((n_tokens, hidden) floats), `rerank` (the LLM ranker's spec) and `rerank_adapter` (copied
-    in as "llm/rerank", under the spec's adapter name) go into the manifest's LLM reference."""
+    in as "llm/rerank", under the spec's adapter name) go into the manifest's LLM reference.
+    `cold_raw_ids`: catalogue rows the model does not know (item_id null, no embedding; handled as
+    `cold_items` says); `renumber`: the model's dense ids in reverse catalogue order, as a retrain may number
+    them (embeddings follow their items, so the same catalogue ids rank the same)."""
     root.mkdir(parents=True, exist_ok=True)
     items = catalogue()
     n = n_items or len(items)
@@ -154,10 +163,17 @@ def build_bundle(
         items.append(
             {**base, "item_id": i + 1, "raw_id": str(1000 + i + 1), "title": f"{base['title']} #{i}"}
         )
-    with (root / "items.jsonl").open("w") as f:
-        for it in items[:n]:
-            f.write(json.dumps(it) + "\n")
+    items = items[:n]
     emb = item_embeddings(n, dim, seed)
+    modelled = [it for it in items if it["raw_id"] not in set(cold_raw_ids)]
+    if renumber:
+        modelled.reverse()
+    emb = np.concatenate([emb[:1], emb[[int(it["item_id"]) for it in modelled]]])  # rows follow their items
+    new_id = {it["raw_id"]: i for i, it in enumerate(modelled, 1)}
+    with (root / "items.jsonl").open("w") as f:
+        for it in items:
+            f.write(json.dumps({**it, "item_id": new_id.get(it["raw_id"])}) + "\n")
+    n = len(modelled)
     np.save(root / "item_embeddings.npy", emb)
     index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     index.add_with_ids(emb[1:], np.arange(1, n + 1, dtype=np.int64))
@@ -169,13 +185,14 @@ def build_bundle(
     torch.export.save(program, str(root / "encoder.pt2"))
     (root / "encoder.json").write_text(json.dumps({"kind": "mean-pool", "dim": dim, "max_len": max_len}))
     manifest = Manifest(
-        bundle_id=f"test-meanpool-{seed:04d}",
+        bundle_id=bundle_id or f"test-meanpool-{seed:04d}",
         created_at="2025-01-01T00:00:00Z",
         dataset="test-movies",
         n_items=n,
         encoder=EncoderRef(kind="mean-pool", max_len=max_len, dim=dim),
         index=IndexRef(type="IDMap2,Flat", n_items=n, dim=dim),
         metrics={"note": "synthetic fixture, no evaluation"},
+        cold_items=cold_items,
     )
     if lora_adapter is not None:
         shutil.copytree(lora_adapter, root / "lora" / "explain", dirs_exist_ok=True)

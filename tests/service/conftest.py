@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -127,6 +130,41 @@ def make_client(make_settings: Callable[..., Settings]) -> ClientFactory:
 def client(make_client: ClientFactory) -> Iterator[TestClient]:
     with make_client() as c:
         yield c
+
+
+@contextmanager
+def serve_subprocess(bundle: Path, env: dict[str, str] | None = None, timeout_s: float = 120) -> Iterator[str]:
+    """A real `uvicorn` process serving `bundle` on a free port (no LLM, in-process sessions); yields its URL."""
+    port = free_port()
+    full_env = {
+        **os.environ, "SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_LLM_BACKEND": "none", "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }  # fmt: skip
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port),
+           "--log-level", "warning"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=full_env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the service did not start (exit code {proc.poll()})")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def live_server(bundle_dir: Path) -> Iterator[str]:
+    with serve_subprocess(bundle_dir) as url:
+        yield url
 
 
 @pytest.fixture

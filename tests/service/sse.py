@@ -25,14 +25,14 @@ def parse_sse(lines: Iterable[str]) -> list[tuple[str, Any]]:
     return events
 
 
-def check_stream(events: list[tuple[str, Any]], k: int) -> dict[int, str | None]:
+def check_stream(events: list[tuple[str, Any]], k: int) -> dict[str, str | None]:
     """The protocol of POST /v1/recommend/stream; returns the final text per item."""
     assert events[0][0] == "ranking", events[:2]
     ranking = events[0][1]
     ids = [it["item_id"] for it in ranking["items"]]
     assert len(ids) == k and ranking["explanation_status"] == "pending"
     assert events[-1][0] == "explanations_done"
-    finals: dict[int, str | None] = {}
+    finals: dict[str, str | None] = {}
     for name, data in events[1:-1]:
         assert name in {"explanation_delta", "explanation"}, name
         assert data["item_id"] in ids

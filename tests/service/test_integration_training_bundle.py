@@ -55,11 +55,12 @@ def test_items_lookup_and_title_search(client: TestClient) -> None:
 
 
 def test_recommend_inline_history(client: TestClient) -> None:
-    r = client.post("/v1/recommend", json={"history": [1, 2, 3, {"item_id": 4}], "k": 7})
+    # MovieLens's own movie ids (Toy Story, GoldenEye, Four Rooms, Get Shorty), sent as JSON numbers
+    r = client.post("/v1/recommend", json={"history": [1, 2, 3, {"item_id": "4"}], "k": 7})
     assert r.status_code == 200
     body = RecommendResponse.model_validate(r.json())  # the hot path's dict matches the documented schema
     assert [it.rank for it in body.items] == list(range(1, 8))
-    assert not {1, 2, 3, 4} & {it.item_id for it in body.items}  # exclude_seen
+    assert not {"1", "2", "3", "4"} & {it.item_id for it in body.items}  # exclude_seen
     assert body.explanation_status == "disabled" and body.timings_ms.total > 0
     scores = [it.score for it in body.items]
     assert scores == sorted(scores, reverse=True)
@@ -69,7 +70,7 @@ def test_sessions_round_trip_through_redis(client: TestClient, redis_server: Red
     assert client.post("/v1/sessions/u-42/events", json={"events": [5, 6]}).json()["length"] == 2
     r = client.post("/v1/recommend", json={"session_id": "u-42", "history": [7], "k": 3})
     assert r.status_code == 200 and r.json()["session_id"] == "u-42"
-    assert client.get("/v1/sessions/u-42").json()["history"] == [5, 6, 7]
+    assert client.get("/v1/sessions/u-42").json()["history"] == ["5", "6", "7"]
     assert redis_server.cli("exists", "seqrec:session:u-42").strip() == "1"
     assert client.delete("/v1/sessions/u-42").status_code == 204
     assert client.get("/v1/sessions/u-42").status_code == 404

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.service.conftest import ClientFactory, free_port
+from tests.service.ids import exts
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def samples(client: TestClient, name: str) -> dict[tuple[tuple[str, str], ...], 
 
 
 def test_inline_history_is_served_degraded(down_client: TestClient) -> None:
-    r = down_client.post("/v1/recommend", json={"session_id": "s", "history": [1, 2], "k": 3})
+    r = down_client.post("/v1/recommend", json={"session_id": "s", "history": exts([1, 2]), "k": 3})
     assert r.status_code == 200
     assert r.json()["degraded"] is True and len(r.json()["items"]) == 3
     assert samples(down_client, "seqrec_degraded_requests_total") == {(("reason", "session_store"),): 1.0}
@@ -35,7 +36,7 @@ def test_inline_history_is_served_degraded(down_client: TestClient) -> None:
 
 
 def test_without_session_no_redis_is_needed(down_client: TestClient) -> None:
-    r = down_client.post("/v1/recommend", json={"history": [1, 2], "k": 3})
+    r = down_client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3})
     assert r.status_code == 200 and r.json()["degraded"] is False
 
 
@@ -44,5 +45,5 @@ def test_session_only_requests_get_503(down_client: TestClient) -> None:
     assert r.status_code == 503
     assert "send the history inline" in r.json()["error"]["message"]
     assert down_client.get("/v1/sessions/s").status_code == 503
-    assert down_client.post("/v1/sessions/s/events", json={"events": [1]}).status_code == 503
+    assert down_client.post("/v1/sessions/s/events", json={"events": exts([1])}).status_code == 503
     assert down_client.delete("/v1/sessions/s").status_code == 503

@@ -12,18 +12,19 @@ from fastapi.testclient import TestClient
 from service.api.recommend import RecommendFastPath
 from service.main import create_app
 from service.settings import Settings
+from tests.service.ids import ext, exts
 
 CASES: list[tuple[str, Any]] = [
-    ("ok", {"history": [1, 2, 3], "k": 5}),
-    ("events", {"history": [{"item_id": 3, "timestamp": 2}, {"item_id": 1, "timestamp": 1}], "k": 3}),
-    ("no_seen_filter", {"history": [1, 2], "k": 4, "exclude_seen": False}),
-    ("rerank", {"history": [1, 2], "k": 3, "rerank": True}),
-    ("rerank_null", {"history": [1, 2], "rerank": None}),
-    ("rerank_bad", {"history": [1], "rerank": "maybe"}),
-    ("unknown_items", {"history": [1, 99999]}),
+    ("ok", {"history": exts([1, 2, 3]), "k": 5}),
+    ("events", {"history": [{"item_id": ext(3), "timestamp": 2}, {"item_id": ext(1), "timestamp": 1}], "k": 3}),
+    ("no_seen_filter", {"history": exts([1, 2]), "k": 4, "exclude_seen": False}),
+    ("rerank", {"history": exts([1, 2]), "k": 3, "rerank": True}),
+    ("rerank_null", {"history": exts([1, 2]), "rerank": None}),
+    ("rerank_bad", {"history": exts([1]), "rerank": "maybe"}),
+    ("unknown_items", {"history": exts([1, 99999])}),
     ("empty", {"history": []}),
-    ("k_range", {"history": [1], "k": 0}),
-    ("extra_field", {"history": [1], "kk": 3}),
+    ("k_range", {"history": exts([1]), "k": 0}),
+    ("extra_field", {"history": exts([1]), "kk": 3}),
     ("session_missing", {"session_id": "nobody-here"}),
     ("malformed", b'{"history": [1, 2'),
     ("not_json", b"history=1"),
@@ -60,7 +61,7 @@ def test_fast_path_answers_like_the_framework_route(
 
 
 def test_fast_path_counts_requests_under_the_route_template(client: TestClient) -> None:
-    _post(client, {"history": [1]})
+    _post(client, {"history": exts([1])})
     _post(client, {"history": []})
     text = client.get("/metrics").text
     assert 'seqrec_http_requests_total{method="POST",route="/v1/recommend",status="200"} 1.0' in text
@@ -75,5 +76,5 @@ def test_other_methods_and_paths_still_go_through_the_framework(client: TestClie
 def test_fast_path_refuses_with_503_while_not_ready(make_settings: Callable[..., Settings]) -> None:
     app = create_app(make_settings())
     client = TestClient(app, raise_server_exceptions=False)  # not entered: the lifespan has not run
-    r = client.post("/v1/recommend", json={"history": [1]})
+    r = client.post("/v1/recommend", json={"history": exts([1])})
     assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"

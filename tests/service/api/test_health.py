@@ -4,6 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import ClientFactory, RedisServer, free_port
+from tests.service.ids import dense_items, exts
 
 
 def test_healthz(client: TestClient) -> None:
@@ -30,7 +31,7 @@ def test_readyz_stays_ready_but_degraded_when_redis_is_down(make_client: ClientF
         metrics = client.get("/metrics").text
         assert 'seqrec_component_failing{component="sessions"} 1.0' in metrics
         assert 'seqrec_component_failing{component="index"} 0.0' in metrics
-        assert client.post("/v1/recommend", json={"history": [1, 2], "k": 3}).status_code == 200
+        assert client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3}).status_code == 200
 
 
 def test_readyz_degraded_when_llm_failed_to_load(make_client: ClientFactory, tmp_path: object) -> None:
@@ -39,7 +40,7 @@ def test_readyz_degraded_when_llm_failed_to_load(make_client: ClientFactory, tmp
         assert r.status_code == 200 and "llm" in r.json()["degraded"]
         assert r.json()["components"]["llm"]["status"] == "failing"
         # the ranking path still works; explanations say why they are missing
-        body = client.post("/v1/recommend", json={"history": [1], "k": 2, "explain": True}).json()
+        body = client.post("/v1/recommend", json={"history": exts([1]), "k": 2, "explain": True}).json()
         assert len(body["items"]) == 2 and body["explanation_status"] == "unavailable"
 
 
@@ -47,11 +48,11 @@ def test_redis_stopped_while_serving(make_client: ClientFactory) -> None:
     server = RedisServer().start()
     try:
         with make_client(redis_url=server.url, redis_timeout_s=0.2) as client:
-            assert client.post("/v1/sessions/s/events", json={"events": [1]}).status_code == 200
+            assert client.post("/v1/sessions/s/events", json={"events": exts([1])}).status_code == 200
             server.stop()
-            r = client.post("/v1/recommend", json={"session_id": "s", "history": [2, 3], "k": 3})
+            r = client.post("/v1/recommend", json={"session_id": "s", "history": exts([2, 3]), "k": 3})
             assert r.status_code == 200 and r.json()["degraded"] is True
-            assert all(1 <= it["item_id"] <= 10 for it in r.json()["items"])
+            assert all(1 <= i <= 10 for i in dense_items(r.json()))
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["degraded"] == ["sessions"]
     finally:

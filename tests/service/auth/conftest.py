@@ -11,10 +11,11 @@ from fastapi.testclient import TestClient
 
 from service.auth.keys import ApiKey, Scope, new_key
 from tests.service.conftest import ClientFactory
+from tests.service.ids import ext, exts
 
-# the fixture bundle's items, as the API names them
-HISTORY: list[Any] = [1, 2, 3]
-ITEM: Any = 1
+# the fixture bundle's items, as the API names them (catalogue ids)
+HISTORY = exts([1, 2, 3])
+ITEM = ext(1)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from recbundle.rerank import RerankSpec
 from service.main import create_app
 from service.settings import Settings
 from tests.service.bundle_factory import build_bundle
+from tests.service.ids import dense, exts
 from tests.service.llm.fixtures import make_lora_adapter, make_soft_prompt
 from tests.service.llm.offline_rank import offline_rerank, teacher_top
 from tests.service.sse import check_stream, parse_sse
@@ -83,9 +84,9 @@ def test_served_rerank_order_is_the_offline_order(app_client: tuple[str, TestCli
     """Same bundle, same history: the service's answer (k = N) is training's offline ranker's order."""
     _, client = app_client
     settings: Settings = client.app.state.settings  # type: ignore[attr-defined]
-    body = client.post("/v1/recommend", json={"history": history, "k": 20, "rerank": True}).json()
+    body = client.post("/v1/recommend", json={"history": exts(history), "k": 20, "rerank": True}).json()
     assert body["rerank_status"] == "ok" and body["timings_ms"]["rerank"] > 0, body
-    served = [(it["item_id"], it["score"]) for it in body["items"]]
+    served = [(dense(it["item_id"]), it["score"]) for it in body["items"]]
     offline = offline_rerank(settings.bundle_dir, settings.llm_model, history)
     assert [i for i, _ in served] == [i for i, _ in offline]
     np.testing.assert_allclose([s for _, s in served], [s for _, s in offline], atol=1e-3)
@@ -96,12 +97,12 @@ def test_served_rerank_order_is_the_offline_order(app_client: tuple[str, TestCli
 
 def test_rerank_off_on_and_streamed(app_client: tuple[str, TestClient]) -> None:
     _, client = app_client
-    off = client.post("/v1/recommend", json={"history": [1, 2], "k": 5, "rerank": False}).json()
+    off = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 5, "rerank": False}).json()
     assert off["rerank_status"] == "disabled" and off["timings_ms"]["rerank"] == 0
     assert [it["retrieval_rank"] for it in off["items"]] == [1, 2, 3, 4, 5]
-    default = client.post("/v1/recommend", json={"history": [1, 2], "k": 5}).json()
+    default = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 5}).json()
     assert default["rerank_status"] == "ok"  # on by default: the bundle has a rerank spec
-    with client.stream("POST", "/v1/recommend/stream", json={"history": [1, 2], "k": 5}) as r:
+    with client.stream("POST", "/v1/recommend/stream", json={"history": exts([1, 2]), "k": 5}) as r:
         events = parse_sse(r.iter_lines())
     ranking = events[0][1]
     assert ranking["rerank_status"] == "ok" and ranking["items"] == default["items"]
@@ -113,7 +114,7 @@ def test_concurrent_reranked_and_explained_requests(app_client: tuple[str, TestC
     """Rerank prefills (soft prompt, rerank adapter) next to explanation decodes, 8 requests at once: every
     answer is reranked and explained, and each equals its answer alone (vLLM #51122 would kill the engine)."""
     _, client = app_client
-    bodies = [{"history": [1 + u, 11 + u, 21 + u], "k": 3, "explain": True} for u in range(8)]
+    bodies = [{"history": exts([1 + u, 11 + u, 21 + u]), "k": 3, "explain": True} for u in range(8)]
     alone = [client.post("/v1/recommend", json={**b, "explain": False}).json() for b in bodies]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda b: client.post("/v1/recommend", json=b).json(), bodies))
@@ -125,7 +126,7 @@ def test_concurrent_reranked_and_explained_requests(app_client: tuple[str, TestC
 
 def test_explanations_are_generated_then_cached(app_client: tuple[str, TestClient]) -> None:
     _, client = app_client
-    req = {"history": [1, 2], "k": 3, "explain": True}
+    req = {"history": exts([1, 2]), "k": 3, "explain": True}
     body = client.post("/v1/recommend", json=req).json()
     assert body["explanation_status"] == "ok" and body["timings_ms"]["explain"] > 0
     assert any(it["explanation"] for it in body["items"])
@@ -136,18 +137,18 @@ def test_explanations_are_generated_then_cached(app_client: tuple[str, TestClien
 
 def test_explanations_stream_over_sse(app_client: tuple[str, TestClient]) -> None:
     _, client = app_client
-    with client.stream("POST", "/v1/recommend/stream", json={"history": [3, 4], "k": 2}) as r:
+    with client.stream("POST", "/v1/recommend/stream", json={"history": exts([3, 4]), "k": 2}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = parse_sse(r.iter_lines())
     finals = check_stream(events, k=2)
     assert events[-1][1]["status"] == "ok" and len(finals) == 2
-    bad = client.post("/v1/recommend/stream", json={"history": [99999]})
+    bad = client.post("/v1/recommend/stream", json={"history": ["99999"]})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "unknown_items"
 
 
 def test_metrics_count_tokens_and_pass_promtool(app_client: tuple[str, TestClient]) -> None:
     backend, client = app_client
-    client.post("/v1/recommend", json={"history": [5, 6], "k": 2, "explain": True})
+    client.post("/v1/recommend", json={"history": exts([5, 6]), "k": 2, "explain": True})
     metrics = client.get("/metrics").text
     names = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and line[0] != "#"}
     assert "seqrec_llm_generated_tokens_total" in names and "seqrec_llm_generated_tokens_total 0.0" not in metrics
@@ -163,10 +164,10 @@ def test_metrics_count_tokens_and_pass_promtool(app_client: tuple[str, TestClien
 def test_explanation_deadline(backend: str, tmp_path: Path, tiny_llm_dir: Path) -> None:
     settings = _settings(backend, tmp_path, tiny_llm_dir, explain_max_new_tokens=400, explain_deadline_ms=50)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        body = client.post("/v1/recommend", json={"history": [1, 2], "k": 3, "explain": True}).json()
+        body = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3, "explain": True}).json()
         assert body["explanation_status"] == "timeout"
         assert len(body["items"]) == 3 and all(it["explanation"] is None for it in body["items"])
-        with client.stream("POST", "/v1/recommend/stream", json={"history": [1, 2], "k": 3}) as r:
+        with client.stream("POST", "/v1/recommend/stream", json={"history": exts([1, 2]), "k": 3}) as r:
             events = parse_sse(r.iter_lines())
         assert events[0][0] == "ranking" and events[-1] == ("explanations_done", {"status": "timeout"})
 
@@ -181,7 +182,7 @@ def test_a_stalled_llm_rerank_falls_back_within_the_deadline(tmp_path: Path, tin
             return []
 
         backend.score_labels = stalled
-        req = {"history": [1, 2, 3], "k": 5}
+        req = {"history": exts([1, 2, 3]), "k": 5}
         start = time.perf_counter()
         body = client.post("/v1/recommend", json=req).json()
         assert time.perf_counter() - start < 1.0

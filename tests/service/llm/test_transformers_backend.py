@@ -11,6 +11,7 @@ import pytest
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from service.llm.transformers_backend import TransformersBackend
 from tests.service.conftest import ClientFactory
+from tests.service.ids import exts
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def test_real_smollm2_names_a_history_title(make_client: ClientFactory) -> None:
     settings = {"llm_backend": "transformers", "explain_deadline_ms": 120000, "explain_max_new_tokens": 48}
     with make_client(**settings) as client:
         history = [41, 43, 47]  # Toy Story, The Lion King, Dumbo
-        body = client.post("/v1/recommend", json={"history": history, "k": 3, "explain": True}).json()
+        body = client.post("/v1/recommend", json={"history": exts(history), "k": 3, "explain": True}).json()
     assert body["explanation_status"] == "ok", body
     texts = [it["explanation"] for it in body["items"] if it["explanation"]]
     assert texts, body

@@ -4,6 +4,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics.registry import LATENCY_BUCKETS, Metrics
+from tests.service.ids import ext, exts
 
 
 def families(client: TestClient) -> dict[str, object]:
@@ -13,9 +14,9 @@ def families(client: TestClient) -> dict[str, object]:
 
 
 def test_exposition_parses_and_has_the_service_metrics(client: TestClient) -> None:
-    client.post("/v1/recommend", json={"history": [1, 2], "k": 3})
-    client.post("/v1/recommend", json={"history": [999]})
-    client.get("/v1/items/12")
+    client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3})
+    client.post("/v1/recommend", json={"history": exts([999])})
+    client.get(f"/v1/items/{ext(12)}")
     fams = families(client)
     for name in [
         "seqrec_http_requests",

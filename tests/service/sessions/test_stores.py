@@ -38,10 +38,11 @@ def run(make_store: StoreFactory, body: Callable[[SessionStore], Awaitable[Any]]
 
 def test_append_caps_and_orders(make_store: StoreFactory) -> None:
     async def body(s: SessionStore) -> None:
-        assert await s.append("a", [1, 2]) == [1, 2]
-        assert await s.append("a", [3, 4]) == [2, 3, 4]
-        assert await s.append("a", []) == [2, 3, 4]
-        assert await s.get("a") == [2, 3, 4]
+        # catalogue ids are strings of any shape (ASINs, SKUs), kept as they came
+        assert await s.append("a", ["1", "B00X"]) == ["1", "B00X"]
+        assert await s.append("a", ["3", "4:x"]) == ["B00X", "3", "4:x"]
+        assert await s.append("a", []) == ["B00X", "3", "4:x"]
+        assert await s.get("a") == ["B00X", "3", "4:x"]
         assert await s.get("b") == []
 
     run(make_store, body)
@@ -49,7 +50,7 @@ def test_append_caps_and_orders(make_store: StoreFactory) -> None:
 
 def test_delete(make_store: StoreFactory) -> None:
     async def body(s: SessionStore) -> None:
-        await s.append("a", [1])
+        await s.append("a", ["1"])
         assert await s.delete("a") is True
         assert await s.delete("a") is False
         assert await s.get("a") == []
@@ -59,7 +60,7 @@ def test_delete(make_store: StoreFactory) -> None:
 
 def test_ttl_expires(make_store: StoreFactory) -> None:
     async def body(s: SessionStore) -> None:
-        await s.append("a", [1])
+        await s.append("a", ["1"])
         await asyncio.sleep(1.2)
         assert await s.get("a") == []
 
@@ -82,7 +83,7 @@ def test_redis_unreachable_raises_store_unavailable() -> None:
         store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", 3, 60, timeout_s=0.2, on_error=errors.append)
         try:
             with pytest.raises(StoreUnavailable, match="send the history inline"):
-                await store.append("a", [1])
+                await store.append("a", ["1"])
             with pytest.raises(StoreUnavailable):
                 await store.ping()
         finally:
