@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 from service.auth.keys import SCOPES, ApiKey, AuthConfigError, KeyRing, load_keys
 from service.auth.policy import Requirement
-from service.auth.ratelimit import MemoryBucket, RateLimiter, RedisBucket
+from service.auth.ratelimit import MemoryBucket, RateLimiter
+from service.auth.redis_bucket import RedisBucket
 from service.errors import Forbidden, RateLimited, Unauthorized
 from service.metrics.registry import Metrics
 from service.settings import Settings
