@@ -88,3 +88,29 @@ def test_the_allowance_is_a_short_lease(redis_server: RedisServer, redis_url: st
 
     within, after = asyncio.run(run())
     assert within == 0 and after > 100_000  # 1 token at 0.001/s; the admitted one left the bucket at -1
+
+
+def test_after_an_outage_the_limit_applies_again() -> None:
+    server = RedisServer().start()  # its own server: this test stops and restarts it
+    errors: list[int] = []
+    try:
+
+        async def run() -> list[list[int]]:
+            bucket = RedisBucket(server.url, prefix="t:", retry_s=0.05, on_error=lambda: errors.append(1))
+            try:
+                before = [await bucket.acquire("k", 0.2, 2) for _ in range(3)]
+                server.stop()
+                during = [await bucket.acquire("k", 0.2, 2) for _ in range(3)]
+                server.start()  # empty: the bucket is full again
+                await asyncio.sleep(0.06)
+                after = [await bucket.acquire("k", 0.2, 2) for _ in range(3)]
+                return [before, during, after]
+            finally:
+                await bucket.close()
+
+        before, during, after = asyncio.run(run())
+    finally:
+        server.stop()
+    assert before[:2] == [0, 0] and before[2] > 0
+    assert during == [0, 0, 0] and len(errors) == 3  # unchecked and counted (the first failed, two skipped)
+    assert after[:2] == [0, 0] and after[2] > 0
