@@ -109,7 +109,7 @@ def error_headers(exc: Exception) -> dict[str, str]:
 
 
 # the framework's own errors (routing, methods), in the same shape as the service's
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "body_too_large"}
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 _HTTP_HINTS = {
     404: "no such route: see /docs for the API",
     405: "method not allowed on this route: the Allow header lists the ones it takes",
@@ -124,6 +124,8 @@ def error_status_and_body(exc: Exception) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, RequestValidationError):
         message, problems = _validation_message(exc)
         return 422, error_body("invalid_request", message, problems)
+    if isinstance(exc, HTTPException) and exc.status_code == 400:  # FastAPI: a body it could not decode
+        return 422, error_body("invalid_request", f"request body is not valid JSON: {exc.detail}")
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         hint = _HTTP_HINTS.get(exc.status_code, str(exc.detail))

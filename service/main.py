@@ -75,7 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         resources: Resources | None = app.state.resources
         return resources.serving if resources else None
 
-    install_openapi(app, lambda: app.state.settings or Settings())
+    def catalogue_sample() -> tuple[str, list[str]]:
+        resources: Resources | None = app.state.resources
+        if resources is None:
+            return "", []
+        return resources.bundle.bundle_id, resources.bundle.catalogue.external_of[1:4]
+
+    install_openapi(app, lambda: app.state.settings or Settings(), catalogue_sample)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # answers POST /v1/recommend before the framework's own middleware stack (only AuthMiddleware runs before it)

@@ -1,5 +1,8 @@
 """What can be validated of the container and monitoring files without a Docker engine."""
 
+import importlib.util
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -41,5 +44,87 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_prometheus_config_passes_promtool() -> None:
     assert shutil.which("promtool"), "promtool (Debian package prometheus) is needed"
-    proc = _run("promtool", "check", "config", "deploy/prometheus.yml")
+    proc = _run("promtool", "check", "config", "deploy/prometheus/prometheus.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_prometheus_rules_pass_promtool_unit_tests() -> None:
+    assert shutil.which("promtool"), "promtool (Debian package prometheus) is needed"
+    check = _run("promtool", "check", "rules", "deploy/prometheus/rules.yml")
+    assert check.returncode == 0, check.stdout + check.stderr
+    proc = subprocess.run(["promtool", "test", "rules", "rules_test.yml"], cwd=REPO / "deploy" / "prometheus",
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+
+
+# sample names per metric type, as the text exposition writes them
+# (prometheus-client names a counter's family with its _total already)
+_SUFFIXES = {"counter": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"), "gauge": ("",),
+             "info": ("_info",), "summary": ("", "_count", "_sum", "_created")}  # fmt: skip
+
+
+def exported_sample_names(tmp_path: Path) -> set[str]:
+    """Every sample name the service can export, read from a real app's /metrics (TYPE lines, so labelled
+    metrics that have not counted anything yet are included)."""
+    from fastapi.testclient import TestClient
+
+    from service.main import create_app
+    from service.settings import Settings
+    from tests.service.bundle_factory import build_bundle
+
+    build_bundle(tmp_path / "bundle")
+    settings = Settings(bundle_dir=tmp_path / "bundle", llm_backend="none", redis_url=None)
+    with TestClient(create_app(settings)) as client:
+        client.post("/v1/recommend", json={"history": ["1001"]})
+        text = client.get("/metrics").text
+    names: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split()
+            if kind == "counter" and not name.endswith("_total"):  # older clients: the family without it
+                name += "_total"
+            names |= {name + suffix for suffix in _SUFFIXES[kind]}
+    return names
+
+
+def vllm_sample_names() -> set[str]:
+    """vLLM's own metric names, as the service re-exports them (`vllm:x` -> `vllm_x`), read from the installed
+    vLLM's source without importing it."""
+    spec = importlib.util.find_spec("vllm")
+    assert spec and spec.submodule_search_locations, "vllm is not installed"
+    source = (Path(list(spec.submodule_search_locations)[0]) / "v1" / "metrics" / "loggers.py").read_text()
+    return {"vllm_" + n for n in re.findall(r'"vllm:([a-z_]+)"', source)}
+
+
+def _metric_names(expr: str) -> set[str]:
+    names = set(re.findall(r"\b(?:seqrec|vllm)_[a-z_]+|\b[a-z_]+:[a-z_0-9:]+", expr))
+    return {n for n in names if not n.endswith(":")}
+
+
+def test_dashboard_and_rules_query_only_exported_metrics(tmp_path: Path) -> None:
+    exported = exported_sample_names(tmp_path) | vllm_sample_names()
+    rules = yaml.safe_load((REPO / "deploy/prometheus/rules.yml").read_text())
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/llm-seqrec.json").read_text())
+    exprs += [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(dashboard["panels"]) >= 10 and all(p["targets"] for p in dashboard["panels"])
+    used = set().union(*map(_metric_names, exprs))
+    assert {"seqrec_http_requests_total", "seqrec_stage_duration_seconds_bucket"} <= used
+    unknown = sorted(n for n in used if n not in exported and n not in recorded)
+    assert not unknown, f"queries name metrics the service does not export: {unknown}"
+
+
+def test_compose_provisions_grafana_with_the_dashboard() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in grafana["volumes"]}
+    assert mounts["./deploy/grafana/dashboards"] == "/var/lib/grafana/dashboards"
+    provider = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/llm-seqrec.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    source = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = source["datasources"][0]["uid"]
+    dashboard = json.loads((REPO / "deploy/grafana/dashboards/llm-seqrec.json").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
+    prometheus = compose["services"]["prometheus"]
+    assert any(v.startswith("./deploy/prometheus/rules.yml:") for v in prometheus["volumes"])

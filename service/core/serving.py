@@ -28,11 +28,11 @@ from service.sessions.base import SessionStore
 logger = logging.getLogger(__name__)
 
 
-def _event(e: str | HistoryEvent) -> Event:
-    if isinstance(e, str):
-        return Event(e)
+def _event(e: str | int | HistoryEvent) -> Event:
+    if not isinstance(e, HistoryEvent):
+        return Event(str(e))  # a JSON integer stands for its digits
     ts = e.timestamp.timestamp() if isinstance(e.timestamp, datetime) else e.timestamp
-    return Event(e.item_id, ts)
+    return Event(str(e.item_id), ts)
 
 
 class RecommendService:

@@ -59,3 +59,9 @@ def test_a_session_outlives_a_renumbering_bundle(make_client: ClientFactory, red
         assert client.get("/v1/sessions/keep").json()["history"] == exts([21, 22, 23])  # stored as it was
         assert all(21 <= i <= 30 for i in dense_items(body))  # still the same genre: the ids kept their meaning
     assert all(21 <= i <= 30 for i in dense_items(first))
+
+
+def test_events_with_iso_timestamps_and_numeric_ids(client: TestClient) -> None:
+    events = [{"item_id": ext(2), "timestamp": "2024-01-02T00:00:00Z"}, {"item_id": 1001, "timestamp": "2024-01-01T00:00:00Z"}]
+    r = client.post("/v1/sessions/iso/events", json={"events": events})
+    assert r.status_code == 200 and r.json()["history"] == exts([1, 2])  # ordered by time, ids as strings
