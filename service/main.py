@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # added after the fast path, so it runs before it: API keys, scopes and rate limits for every route
     app.add_middleware(AuthMiddleware, guard=guard)
-    document_security(app)
+    document_security(app, lambda: (current := guard()) is not None and current.enabled)
     return app
 
 

@@ -3,6 +3,7 @@ schema from the same path table the middleware enforces (service/auth/policy.py)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -62,13 +63,17 @@ def add_security(schema: dict[str, Any]) -> None:
                 response.setdefault("headers", {}).update(doc.get("headers", {}))
 
 
-def document_security(app: FastAPI) -> None:
-    """Wraps `app.openapi` (FastAPI builds and caches the schema on the first call) to add the above."""
+def document_security(app: FastAPI, enabled: Callable[[], bool]) -> None:
+    """Wraps `app.openapi` (FastAPI builds and caches the schema on the first call, after startup) to add the
+    above when the running app requires keys: an open API must not claim to need them (clients and contract
+    tests take the schema at its word)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            add_security(build())  # build() stores its schema in app.openapi_schema
+            schema = build()  # build() stores its schema in app.openapi_schema
+            if enabled():
+                add_security(schema)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

@@ -132,3 +132,9 @@ def test_websocket_connections_are_refused(auth_client: TestClient, keys: Keys) 
     ):
         pass
     assert e.value.code == 1008
+
+
+def test_an_open_api_declares_no_security(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in schema.get("components", {})
+    assert all("security" not in op for ops in schema["paths"].values() for op in ops.values())
