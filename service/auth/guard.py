@@ -35,7 +35,8 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 class Guard:
     """Authenticates a request's key, checks its scope and takes a token from its bucket, raising
-    Unauthorized (401), Forbidden (403) or RateLimited (429). With `enabled` False every request passes."""
+    Unauthorized (401), Forbidden (403) or RateLimited (429). With `enabled` False (no keys) the middleware
+    does not call it: every request passes."""
 
     def __init__(
         self,
