@@ -24,7 +24,7 @@ from service.api.deps import ServingDep
 from service.api.limits import read_body
 from service.api.protocol import RecommendRequest, RecommendResponse, errors
 from service.core.serving import RecommendService
-from service.errors import NotReady, error_status_and_body
+from service.errors import NotReady, error_headers, error_status_and_body
 from service.metrics.registry import Metrics
 
 PATH = "/v1/recommend"
@@ -130,6 +130,7 @@ class RecommendFastPath:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        extra: list[tuple[bytes, bytes]] = []
         try:
             serving = self.serving()
             if serving is None:
@@ -140,7 +141,8 @@ class RecommendFastPath:
         except Exception as e:  # mapped to a JSON error, as the framework's handlers do
             status, body = error_status_and_body(e)
             payload = orjson.dumps(body)
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(e).items()]
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.metrics.request_done(scope["path"], "POST", status, time.perf_counter() - start)
