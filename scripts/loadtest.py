@@ -6,6 +6,9 @@
     python scripts/loadtest.py run --url http://127.0.0.1:8000 --bodies runs/bench/bodies.jsonl -c 32 -d 20
     # the README benchmark: bare FastAPI vs the service (no explanations), then explanations at k=5
     python scripts/loadtest.py bench --bundle bundles/current --preset ml-100k --out runs/bench/service.json
+    # bare vs service vs service with an API key and a (never reached) Redis rate limit: the cost of the checks
+    python scripts/loadtest.py bench --bundle bundles/current --bodies runs/bench/bodies.jsonl --skip-explain \
+        --auth --rounds 3 -d 8 --out docs/results/auth-throughput.json
 
 Prints throughput, p50/p95/p99 latency and error rate per run.
 """
@@ -56,11 +59,13 @@ def write_bodies(preset: str, out: Path, k: int, explain: bool, max_history: int
     return len(split.test_history)
 
 
-def run_wrk(url: str, bodies: Path, concurrency: int, duration: int, threads: int = 1, timeout: int = 30) -> dict[str, Any]:
+def run_wrk(
+    url: str, bodies: Path, concurrency: int, duration: int, threads: int = 1, timeout: int = 30, api_key: str = ""
+) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
     cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{duration}s", f"--timeout={timeout}s", "-s", str(LUA),
-           url, "--", str(bodies.resolve())]
+           url, "--", str(bodies.resolve()), api_key]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     line = next(x for x in proc.stdout.splitlines()[::-1] if x.startswith("{"))
     result: dict[str, Any] = json.loads(line)
@@ -106,12 +111,84 @@ def server(cmd: list[str], env: dict[str, str], port: int, ready_path: str, time
         log.close()
 
 
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throw-away redis-server (no persistence, loopback only); yields its URL."""
+    port = _free_port()
+    cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def auth_env(redis_url: str) -> tuple[str, dict[str, str]]:
+    """A fresh API key and the service settings that require it, with a Redis rate limit never reached."""
+    sys.path.insert(0, str(REPO))
+    from service.auth.keys import entry_json, new_key
+
+    raw, entry = new_key("loadtest", ["recommend"])
+    env = {"SEQREC_API_KEYS": f"[{entry_json(entry)}]", "SEQREC_REDIS_URL": redis_url,
+           "SEQREC_RATE_LIMIT_PER_S": "1000000", "SEQREC_RATE_LIMIT_BURST": "1000000"}
+    return raw, env
+
+
+def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]:
+    """Bare FastAPI, the service, and the service requiring an API key with a Redis rate limit (never
+    reached: the cost of the checks), all three running side by side and driven in turn for --rounds
+    rounds, so that other jobs on the machine weigh on all three alike. Reports the median round."""
+    py, opts = sys.executable, ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
+    ports = [_free_port() for _ in range(3)]
+    bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(ports[0]), *opts]
+    svc = [[py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(p), *opts] for p in ports[1:]]
+    env = {"SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_LOG_LEVEL": "warning",
+           "SEQREC_LLM_BACKEND": "none"}
+    names = ["bare_fastapi", "service_no_explain", "service_auth_ratelimit"]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    with redis_server() as redis_url:
+        key, auth = auth_env(redis_url)
+        with server(bare, {}, ports[0], "/docs") as bare_url, \
+                server(svc[0], env, ports[1], "/readyz") as svc_url, \
+                server(svc[1], {**env, **auth}, ports[2], "/readyz") as auth_url:
+            targets = list(zip(names, [bare_url, svc_url, auth_url], ["", "", key], strict=True))
+            for _, url, api_key in targets:
+                run_wrk(url, bodies, args.concurrency, 3, api_key=api_key)  # warm-up
+            for _ in range(args.rounds):
+                for name, url, api_key in targets:
+                    runs[name].append(run_wrk(url, bodies, args.concurrency, args.duration, api_key=api_key))
+    report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration,
+                              "rounds": args.rounds, "runs": runs, "load_average": os.getloadavg()}
+    for name in names:
+        report[name] = sorted(runs[name], key=lambda x: x["rps"])[args.rounds // 2]
+    report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
+    report["auth_throughput_ratio"] = report["service_auth_ratelimit"]["rps"] / report["bare_fastapi"]["rps"]
+    report["auth_ratio_per_round"] = [a["rps"] / b["rps"] for a, b in zip(runs[names[2]], runs[names[0]], strict=True)]
+    report["command"] = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
+    return report
+
+
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     py = sys.executable
     out_dir = Path(args.out).parent
     plain, explained = out_dir / "bodies_k10.jsonl", out_dir / "bodies_k5_explain.jsonl"
-    n = write_bodies(args.preset, plain, 10, False, args.max_history, args.bundle)
-    write_bodies(args.preset, explained, 5, True, args.max_history, args.bundle)
+    if args.bodies:  # written beforehand (no prepared dataset needed); the explanation runs need --preset's
+        if not (args.skip_explain or args.auth):
+            raise SystemExit("--bodies serves the runs without explanations only: add --skip-explain")
+        plain = Path(args.bodies)
+        n = sum(1 for line in plain.open() if line.strip())
+    else:
+        n = write_bodies(args.preset, plain, 10, False, args.max_history, args.bundle)
+        write_bodies(args.preset, explained, 5, True, args.max_history, args.bundle)
+    if args.auth:
+        return auth_bench(args, plain, n)
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration}
     uvicorn_opts = ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
     port = _free_port()
@@ -144,6 +221,26 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 def _save(report: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
+    if "service_auth_ratelimit" in report:
+        out.with_suffix(".md").write_text(_auth_markdown(report))
+
+
+def _auth_markdown(r: dict[str, Any]) -> str:
+    rows = [("bare FastAPI (scripts/bare_app.py)", r["bare_fastapi"]), ("service", r["service_no_explain"]),
+            ("service + API key + Redis rate limit", r["service_auth_ratelimit"])]
+    table = "\n".join(f"| {name} | {x['rps']:,.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} |"
+                      for name, x in rows)
+    return (f"# POST /v1/recommend with API keys and rate limiting on\n\nCommand: `{r['command']}`\n\n"
+            f"wrk, {r['concurrency']} connections, {r['duration_s']} s per run, {r['bodies']} request bodies; the "
+            f"three servers run side by side and are driven in turn, {r['rounds']} rounds; median round below. "
+            "The driver and the servers share the machine's cores (load average at the end: "
+            f"{', '.join(f'{x:.1f}' for x in r['load_average'])}). The rate limit (Redis token bucket) is set "
+            "high enough never to refuse: the runs measure the cost of the checks.\n\n"
+            "| server | req/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|\n" + table + "\n\n"
+            f"Ratio to bare FastAPI: service {r['throughput_ratio']:.2f}, service with auth "
+            f"{r['auth_throughput_ratio']:.2f} (target >= 0.5); auth vs no auth "
+            f"{r['service_auth_ratelimit']['rps'] / r['service_no_explain']['rps']:.2f}. Auth ratio to bare per "
+            f"round: {', '.join(f'{x:.2f}' for x in r['auth_ratio_per_round'])}.\n")
 
 
 def main() -> None:
@@ -162,6 +259,7 @@ def main() -> None:
     r.add_argument("-c", "--concurrency", type=int, default=32)
     r.add_argument("-d", "--duration", type=int, default=20)
     r.add_argument("-t", "--threads", type=int, default=1)
+    r.add_argument("--api-key", default="", help="sent as Authorization: Bearer <key>")
     be = sub.add_parser("bench")
     be.add_argument("--bundle", default="bundles/current")
     be.add_argument("--preset", default="ml-100k")
@@ -174,13 +272,18 @@ def main() -> None:
     be.add_argument("--deadline-ms", type=int, default=30000)
     be.add_argument("--max-history", type=int, default=200)
     be.add_argument("--skip-explain", action="store_true")
+    be.add_argument("--bodies", help="request bodies (JSON lines) to use instead of writing them from --preset")
+    be.add_argument("--auth", action="store_true",
+                    help="instead: bare FastAPI vs the service vs the service with an API key and a Redis rate limit")
+    be.add_argument("--rounds", type=int, default=3, help="--auth: rounds of the three runs")
     be.add_argument("--uvicorn-opt", action="append", default=[], help="extra uvicorn option, for both servers")
     args = parser.parse_args()
     if args.cmd == "bodies":
         n = write_bodies(args.preset, Path(args.out), args.k, args.explain, args.max_history, Path(args.bundle))
         print(f"{n} bodies -> {args.out}")
     elif args.cmd == "run":
-        print(json.dumps(run_wrk(args.url, Path(args.bodies), args.concurrency, args.duration, args.threads)))
+        print(json.dumps(run_wrk(args.url, Path(args.bodies), args.concurrency, args.duration, args.threads,
+                                api_key=args.api_key)))
     else:
         report = bench(args)
         _save(report, Path(args.out))

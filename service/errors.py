@@ -18,10 +18,11 @@ class ServiceError(Exception):
     status_code = 500
     code = "internal"
 
-    def __init__(self, message: str, details: Any = None) -> None:
+    def __init__(self, message: str, details: Any = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers or {}  # sent with the error response (WWW-Authenticate, Retry-After)
 
 
 class InvalidHistory(ServiceError):
@@ -74,6 +75,28 @@ class NotReady(ServiceError):
     code = "not_ready"
 
 
+class Unauthorized(ServiceError):
+    """No API key, or one that is not configured."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="llm-seqrec"'})
+
+
+class Forbidden(ServiceError):
+    """A valid API key without the scope the route needs."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -90,6 +113,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
         problems.append({"field": loc, "message": msg})
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
     return f"invalid request: {summary}", problems
+
+
+def error_headers(exc: Exception) -> dict[str, str]:
+    """Headers the error response carries (WWW-Authenticate, Retry-After, the framework's own); a copy."""
+    return dict(getattr(exc, "headers", None) or {})
 
 
 # the framework's own errors (routing, methods), in the same shape as the service's
@@ -131,7 +159,7 @@ def allowed_methods(request: Request) -> str:
 
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
     status, body = error_status_and_body(exc)
-    headers = dict(getattr(exc, "headers", None) or {})
+    headers = error_headers(exc)
     if status == 405:
         headers["Allow"] = allowed_methods(request)
     return JSONResponse(body, status_code=status, headers=headers or None)

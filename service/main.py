@@ -20,6 +20,9 @@ from service.api.hold import HoldGeneration
 from service.api.limits import BodyLimitMiddleware
 from service.api.openapi import install_openapi
 from service.api.recommend import RecommendFastPath
+from service.auth.guard import Guard, open_guard
+from service.auth.middleware import AuthMiddleware
+from service.auth.openapi import document_security
 from service.core.lifecycle import Generation
 from service.errors import register_error_handlers
 from service.metrics.middleware import MetricsMiddleware
@@ -35,13 +38,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings or Settings()
     app.state.settings = settings
     logging.getLogger("service").setLevel(settings.log_level.upper())
-    async with open_resources(settings, app.state.metrics) as resources:
-        app.state.resources = resources
+    # the keys first: bad key configuration stops the start before the bundle is loaded
+    async with (
+        open_guard(settings, app.state.metrics) as guard,
+        open_resources(settings, app.state.metrics) as resources,
+    ):
+        app.state.resources, app.state.guard = resources, guard
         logger.info("serving bundle %s from %s", resources.bundle.bundle_id, resources.generation.path)
         try:
             yield
         finally:
-            app.state.resources = None
+            app.state.resources = app.state.guard = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.resources = None
     app.state.draining = False  # set on SIGTERM by python -m service (__main__.py): /readyz turns 503
+    app.state.guard = None
     register_error_handlers(app)
     for module in (recommend, sessions, items, health, admin):
         app.include_router(module.router)
@@ -79,8 +87,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HoldGeneration, acquire=acquire)
-    # outermost (added last): answers POST /v1/recommend before the framework's own middleware stack
+    # answers POST /v1/recommend before the framework's own middleware stack (only AuthMiddleware runs before it)
     app.add_middleware(RecommendFastPath, acquire=acquire, metrics=app.state.metrics, body_limit=body_limit)
+
+    def guard() -> Guard | None:
+        current: Guard | None = app.state.guard
+        return current
+
+    # added after the fast path, so it runs before it: API keys, scopes and rate limits for every route
+    app.add_middleware(AuthMiddleware, guard=guard)
+    document_security(app, lambda: (current := guard()) is not None and current.enabled)
     return app
 
 

@@ -12,6 +12,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recbundle.base_model import DEFAULT_MODEL_DIR
+from service.auth.keys import ApiKey
 
 
 class Settings(BaseSettings):
@@ -124,6 +125,21 @@ class Settings(BaseSettings):
     # shutdown_grace_s to finish
     shutdown_drain_s: float = Field(default=5.0, ge=0, description="serve on after SIGTERM while /readyz is 503")
     shutdown_grace_s: float = Field(default=30.0, gt=0, description="wait for in-flight requests after draining")
+
+    # API keys and per-key rate limits (service/auth; docs/service.md, "API keys, scopes and rate limits")
+    api_keys: list[ApiKey] = Field(
+        default_factory=list,
+        description='JSON list of {"name", "sha256", "scopes", "rate_per_s"?, "burst"?} entries '
+        "(python -m service.auth new-key prints one)",
+    )
+    api_keys_file: Path | None = Field(default=None, description="JSON file with more entries, same format")
+    auth_required: bool | None = Field(
+        default=None, description="unset: keys required iff some are configured; true with none: refuse to start"
+    )
+    rate_limit_per_s: float = Field(
+        default=50.0, ge=0, description="requests/s per key (token-bucket refill), shared by all replicas; 0 = off"
+    )
+    rate_limit_burst: int = Field(default=100, ge=1, description="requests a key may send at once (bucket size)")
 
     # HTTP
     max_body_bytes: int = Field(default=64 * 1024, ge=256)

@@ -148,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from training import pipeline
+    from training.train import distributed
 
     cfg = _config(args)
+    world = distributed.setup() if args.command in ("train", "run") else distributed.World()
     ds, split = pipeline.prepare_stage(cfg)
     if args.command == "prepare":
         print(pipeline.format_stats(ds))
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     models = getattr(args, "model", None)
     if args.command in ("train", "run"):
         results = pipeline.train_stage(cfg, split, models)
+        distributed.teardown()  # under torchrun: the SR models are trained; rank 0 goes on alone
+        if not world.is_main:
+            return 0
     else:
         results = pipeline.collect_results(cfg, split, models)
     if args.command == "teacher":

@@ -19,7 +19,7 @@ from training.data.split import cold_item_split
 from training.data.types import SequenceDataset, Split
 from training.eval import aggregate, evaluate_all, markdown_table, write_report
 from training.models import SequentialRecommender, build_model
-from training.train import fit_model, left_pad, make_score_fn, seed_everything
+from training.train import distributed, fit_model, left_pad, make_score_fn, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,17 @@ def _split(cfg: RunConfig, ds: SequenceDataset) -> Split:
 
 
 def prepare_stage(cfg: RunConfig) -> tuple[SequenceDataset, Split]:
+    """Under torchrun rank 0 prepares (and caches) the data first; the others then read its cache."""
+    world = distributed.current()
+    if not world.is_main:
+        world.barrier()
+    out = _prepare(cfg)
+    if world.is_main:
+        world.barrier()
+    return out
+
+
+def _prepare(cfg: RunConfig) -> tuple[SequenceDataset, Split]:
     d = cfg.data
     out = output_dir(cfg) / "prepared" / f"{d.dataset}-{cfg.data_hash()}"
     try:
@@ -109,10 +120,14 @@ def train_one(
     if result_path.is_file():
         log.info("%s seed %d: cached result in %s", spec.name, seed, mdir)
         return dict(json.loads(result_path.read_text()))
+    world = distributed.current()
     mdir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     model = build_model(spec.kind, split.n_items, spec.params, aug)
     res = fit_model(model, split, spec.train, seed, checkpoint=None, desc=f"{spec.name}/seed{seed}")
+    if not world.is_main:  # under torchrun: rank 0 evaluates and writes; the others read what it wrote
+        world.barrier()
+        return dict(json.loads(result_path.read_text()))
     torch.save(model.state_dict(), mdir / "model.pt")
     score_fn = make_score_fn(model, model.max_len, spec.train.eval_batch_size)
     test = evaluate_all(score_fn, split, cfg.eval.protocols, stage="test", protocol_seed=cfg.eval.protocol_seed)
@@ -132,6 +147,7 @@ def train_one(
         result["aug"] = aug_fingerprint(aug)  # which augmented table (P2Rec stage b output) it trained on
     (mdir / "config.json").write_text(json.dumps({"name": spec.name, "arch": spec.kind, "n_items": split.n_items, **spec.params}))
     result_path.write_text(json.dumps(result, indent=1))
+    world.barrier()
     return result
 
 

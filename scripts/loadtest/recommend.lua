@@ -1,5 +1,5 @@
 -- wrk script: POST /v1/recommend with a different real request body per call.
---   wrk -t1 -c32 -d20s -s scripts/loadtest/recommend.lua http://127.0.0.1:8000 -- bodies.jsonl
+--   wrk -t1 -c32 -d20s -s scripts/loadtest/recommend.lua http://127.0.0.1:8000 -- bodies.jsonl [api-key]
 -- bodies.jsonl holds one JSON request body per line (scripts/loadtest.py writes them from the histories
 -- of real test users). Each thread starts at its own offset and walks the file round-robin; the final
 -- summary is printed as one JSON line (latencies in ms) for scripts/loadtest.py to parse.
@@ -24,6 +24,7 @@ function init(args)
   wrk.method = "POST"
   wrk.path = "/v1/recommend"
   wrk.headers["Content-Type"] = "application/json"
+  if args[2] and #args[2] > 0 then wrk.headers["Authorization"] = "Bearer " .. args[2] end
 end
 
 function request()

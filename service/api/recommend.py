@@ -27,7 +27,7 @@ from service.api.limits import read_body
 from service.api.protocol import RecommendRequest, RecommendResponse, errors
 from service.core.lifecycle import Generation
 from service.core.serving import RecommendService
-from service.errors import NotReady, error_status_and_body
+from service.errors import NotReady, error_headers, error_status_and_body
 from service.metrics.registry import Metrics
 
 PATH = "/v1/recommend"
@@ -140,6 +140,7 @@ class RecommendFastPath:
             return
         start = time.perf_counter()
         gen = self.acquire()
+        extra: list[tuple[bytes, bytes]] = []
         try:
             if gen is None:
                 raise NotReady("the service is starting or stopping: retry shortly")
@@ -150,10 +151,11 @@ class RecommendFastPath:
         except Exception as e:  # mapped to a JSON error, as the framework's handlers do
             status, body = error_status_and_body(e)
             payload = orjson.dumps(body)
+            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(e).items()]
         finally:
             if gen is not None:
                 gen.release()
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.metrics.request_done(scope["path"], "POST", status, time.perf_counter() - start)

@@ -75,6 +75,19 @@ class Metrics:
         self.degraded = Counter(
             "seqrec_degraded_requests", "requests served degraded", ["reason"], registry=r
         )
+        self.auth_rejected = Counter(
+            "seqrec_auth_rejected", "requests refused by API key checks, by reason (missing, unknown, scope)",
+            ["reason"], registry=r,
+        )
+        for reason in ("missing", "unknown", "scope"):
+            self.auth_rejected.labels(reason)
+        self.rate_limited = Counter(
+            "seqrec_rate_limited", "requests refused with 429 by the per-key rate limit", ["key"], registry=r
+        )
+        self.ratelimit_errors = Counter(
+            "seqrec_ratelimit_errors", "requests let through unchecked: the rate-limit store (Redis) failed",
+            registry=r,
+        )
         self.history_items_ignored = Counter(
             "seqrec_history_items_ignored",
             "history items left out of a ranking: cold-start rows, or session items this bundle does not know",

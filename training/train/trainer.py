@@ -1,5 +1,6 @@
 """Fit one model on one seed: mini-batch next-item training, validation NDCG@10 (full ranking) after
-every `eval_every` epochs, early stopping with patience, best checkpoint restored at the end."""
+every `eval_every` epochs, early stopping with patience, best checkpoint restored at the end. Under
+`torchrun` the batches are split across processes and the gradients averaged (training/train/distributed.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from training.data.types import Split
 from training.device import resolve_device
 from training.eval import evaluate
 from training.models.base import Batch, SequentialRecommender
+from training.train import distributed
 from training.train.batching import make_score_fn, training_windows
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,18 @@ class TrainResult:
     epochs_run: int
     wall_s: float
     curves: dict[str, list[float]] = field(default_factory=dict)  # epoch, train_loss, valid_ndcg@10
+
+
+class _Loss(torch.nn.Module):
+    """The model's training loss as a forward pass, which is what DDP wraps: its gradient hooks are armed by
+    forward()."""
+
+    def __init__(self, model: SequentialRecommender) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.model.loss(batch)
 
 
 def seed_everything(seed: int) -> None:
@@ -58,8 +72,14 @@ def fit_model(
         valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC]
         return TrainResult(0, valid, 0, time.perf_counter() - start, {"epoch": [0], "valid_ndcg@10": [valid]})
 
+    world = distributed.current()
     device = resolve_device(cfg.device)
+    if world.distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU (set by setup())
     model.to(device)
+    step: torch.nn.Module = _Loss(model)
+    if world.distributed:
+        step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     inputs, targets = training_windows(split.train, max_len, cfg.windows)
     X, Y = torch.from_numpy(inputs), torch.from_numpy(targets)  # kept on the CPU; batches move
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -87,8 +107,10 @@ def fit_model(
                 neg = torch.randint(1, split.n_items + 1, y.shape, generator=gen)
             else:
                 neg = negatives_from[torch.randint(0, len(negatives_from), y.shape, generator=gen)]
+            if world.distributed:  # every rank drew the same global batch and negatives: keep its part
+                idx, y, neg = (distributed.shard(t, world) for t in (idx, y, neg))
             batch = Batch(inputs=X[idx].to(device), targets=y.to(device), negatives=neg.to(device), unseen=unseen)
-            loss = model.loss(batch)
+            loss = step(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -96,11 +118,16 @@ def fit_model(
             opt.step()
             total += loss.item() * len(idx)
             n += len(idx)
+        if world.distributed:  # the epoch's loss over all ranks' examples
+            total, n_all = distributed.all_sum([total, float(n)], device)
+            n = int(n_all)
         if not np.isfinite(total):
             raise FloatingPointError(f"{desc}: training loss is not finite at epoch {epoch}")
         if epoch % cfg.eval_every:
             continue
-        valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC]
+        valid = evaluate(score_fn, split, "full", "valid")[VALID_METRIC] if world.is_main else 0.0
+        if world.distributed:  # one decision for all ranks: they must stop at the same epoch
+            valid = distributed.broadcast_float(valid, device)
         curves["epoch"].append(epoch)
         curves["train_loss"].append(total / max(n, 1))
         curves["valid_ndcg@10"].append(valid)
@@ -108,7 +135,7 @@ def fit_model(
         if valid > best:
             best, best_epoch, bad = valid, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint is not None:
+            if checkpoint is not None and world.is_main:
                 checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 torch.save(best_state, checkpoint)
         else:

@@ -15,6 +15,7 @@ import pytest
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
+from service.api.hold import HoldGeneration
 from service.main import create_app, lifespan
 from service.settings import Settings
 from tests.service.asgi import Exchange
@@ -74,7 +75,9 @@ def test_a_disconnect_cancels_the_explanation_generation(
             owner = None
             if route == "framework":  # behind the fast path: the FastAPI route itself
                 app.middleware_stack = app.build_middleware_stack()
-                target = app.middleware_stack.app.app  # ServerErrors -> [FastPath] -> HoldGeneration -> ...
+                target = app.middleware_stack  # ... -> [FastPath] -> HoldGeneration -> ... -> the route
+                while not isinstance(target, HoldGeneration):
+                    target = target.app  # type: ignore[attr-defined]
                 owner = app
             req = Exchange.post("/v1/recommend", BODY)
             task = asyncio.create_task(req.run(target, owner))
