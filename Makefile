@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PRESET ?= ml-100k
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test serve venv lint bench bench-service clean-runs
+.PHONY: demo test serve venv lint bench bench-service clean-runs deploy-tools
 BUNDLE ?= bundles/current
 
 $(PY):
@@ -56,7 +56,18 @@ demo: $(STAMP)
 serve: $(STAMP)
 	SEQREC_BUNDLE_DIR=$(BUNDLE) $(PY) -m service
 
-test: $(STAMP)
+# checkov and kubernetes-validate (tests/test_deploy.py) in their own venv: checkov pins packages (packaging,
+# importlib_metadata) at versions the service's venv must not get
+DEPLOY_VENV := .venv-deploy
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+$(DEPLOY_STAMP):
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q checkov==3.3.30 kubernetes-validate==1.37.0
+	touch $(DEPLOY_STAMP)
+
+deploy-tools: $(DEPLOY_STAMP)
+
+test: $(STAMP) $(DEPLOY_STAMP)
 	scripts/ensure_system_deps.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,3 +129,75 @@ def test_compose_provisions_grafana_with_the_dashboard() -> None:
     assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {uid}
     prometheus = compose["services"]["prometheus"]
     assert any(v.startswith("./deploy/prometheus/rules.yml:") for v in prometheus["volumes"])
+
+
+K8S = REPO / "deploy" / "k8s"
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
+KUBERNETES_VERSION = "1.32.0"
+
+
+def deploy_tool(name: str) -> str:
+    """checkov and kubernetes-validate live in their own venv (`make test` builds .venv-deploy): checkov pins
+    packages the service's venv needs at other versions."""
+    tool = REPO / ".venv-deploy" / "bin" / name
+    assert tool.exists(), f"{tool} is missing: `make deploy-tools` installs checkov and kubernetes-validate"
+    return str(tool)
+
+
+def render(overlay: str) -> str:
+    assert shutil.which("kubectl"), "kubectl (with kustomize) is needed"
+    proc = _run("kubectl", "kustomize", f"deploy/k8s/overlays/{overlay}")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_against_the_kubernetes_schemas(overlay: str, tmp_path: Path) -> None:
+    rendered = tmp_path / f"{overlay}.yaml"
+    rendered.write_text(render(overlay))
+    proc = _run(deploy_tool("kubernetes-validate"), "-k", KUBERNETES_VERSION, "--strict", "--quiet", str(rendered))
+    assert proc.returncode == 0 and "ERROR" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"} <= kinds
+    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "llm-seqrec-api")
+    pod = api["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    drain = float(config["SEQREC_SHUTDOWN_DRAIN_S"]) + float(config["SEQREC_SHUTDOWN_GRACE_S"])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain  # the kubelet must not kill a draining pod
+    if overlay == "gpu":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_every_setting_in_the_manifests_is_a_service_setting() -> None:
+    """A misspelt SEQREC_* variable would be ignored silently by the service (extra="ignore")."""
+    from service.settings import Settings
+
+    fields = {"SEQREC_" + name.upper() for name in Settings.model_fields}
+    for overlay in OVERLAYS:
+        docs = [d for d in yaml.safe_load_all(render(overlay)) if d]
+        names = {k for d in docs if d["kind"] == "ConfigMap" for k in d["data"]}
+        names |= {"SEQREC_REDIS_URL"} if any(d["kind"] == "Secret" for d in docs) else set()
+        assert names and names <= fields, f"{overlay}: not settings: {sorted(names - fields)}"
+
+
+def test_checkov_findings_are_the_accepted_ones(tmp_path: Path) -> None:
+    accepted = yaml.safe_load((K8S / "checkov-accepted.yaml").read_text())
+    assert all(entry["reason"].strip() for entry in accepted.values())
+    seen: set[str] = set()
+    for overlay in OVERLAYS:
+        rendered = tmp_path / f"{overlay}.yaml"
+        rendered.write_text(render(overlay))
+        proc = subprocess.run([deploy_tool("checkov"), "-f", rendered.name, "--framework", "kubernetes", "--quiet",
+                               "--compact", "-o", "json"], cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+        report = json.loads(proc.stdout)
+        report = report[0] if isinstance(report, list) else report
+        assert report["summary"]["passed"] > 100 and report["summary"]["parsing_errors"] == 0
+        failed = {c["check_id"]: c["check_name"] for c in report["results"].get("failed_checks", [])}
+        assert set(failed) <= set(accepted), f"{overlay}: new findings {sorted(set(failed) - set(accepted))}"
+        seen |= set(failed)
+    assert seen == set(accepted), f"accepted but no longer found (remove them): {sorted(set(accepted) - seen)}"
