@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         default=3000, ge=1, description="past it the retrieval order is served (rerank_status timeout)"
     )
 
+    # fault injection for the fault campaign (scripts/fault_campaign.py), never for production: unset, nothing
+    # is wrapped
+    fault_llm_delay_ms: int | None = Field(
+        default=None, ge=0,
+        description="FAULT INJECTION, not for production: every LLM engine call waits this long first, "
+        "ignoring its deadline (a stalled engine; service/llm/faults.py)",
+    )  # fmt: skip
+
     # HTTP
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
     host: str = "127.0.0.1"
