@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import health, items, recommend, sessions
-from service.api.limits import BodyLimitMiddleware
+from service.api.limits import BodyDeadlineMiddleware, BodyLimitMiddleware
 from service.api.openapi import install_openapi
 from service.api.recommend import RecommendFastPath
 from service.core.serving import RecommendService
@@ -78,6 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # outermost (added last): answers POST /v1/recommend before the framework's own middleware stack
     app.add_middleware(RecommendFastPath, serving=serving, metrics=app.state.metrics, body_limit=body_limit)
+    default_timeout = Settings.model_fields["body_timeout_s"].default
+
+    def body_timeout() -> float:
+        current: Settings | None = app.state.settings
+        return current.body_timeout_s if current else default_timeout
+
+    app.add_middleware(BodyDeadlineMiddleware, timeout_s=body_timeout)  # outermost: every route's body reads
     return app
 
 
