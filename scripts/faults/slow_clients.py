@@ -9,9 +9,11 @@ read the answer one byte per second; (3) every slow client closed, then the proc
 are counted again.
 
 Criteria: normal clients' p99 in phase 2 within `--p99-factor` x baseline p99 + 10 ms, no errors for normal
-clients, open fds back to the baseline (+-2) after the slow clients leave. Also reported, not judged: whether
-the server ever cut a slow or stalled body (uvicorn's --timeout-keep-alive covers idle keep-alive
-connections between requests only; h11/httptools set no deadline on reading a body).
+clients, open fds back to the baseline (+-2) after the slow clients leave; stalled bodies answered 408
+`body_timeout` within SEQREC_BODY_TIMEOUT_S (`--body-timeout`, 12 s here) + 2 s while slow bodies that complete
+in time get 200. uvicorn's --timeout-keep-alive covers idle keep-alive connections between requests only and
+h11/httptools set no deadline on reading a body: without the service's body deadline (`--body-timeout -1` on a
+service without it) a stalled body is held for as long as the client likes, which is reported as a finding.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class SlowOutcome:
     kind: str  # "slow_body", "stalled_body", "slow_reader"
     sent_all: bool = False
     answered: int | None = None  # HTTP status read back, if any
+    answered_s: float | None = None  # seconds after connecting that the status line came
     cut_by_server_s: float | None = None  # seconds after connecting that the server closed it, if it did
 
 
@@ -80,6 +83,7 @@ async def slow_body(url: str, body: bytes, bytes_per_s: float, stall: bool, unti
             return out
         if line.startswith(b"HTTP/1.1 "):
             out.answered = int(line.split()[1])
+            out.answered_s = time.perf_counter() - start
         elif not line:
             out.cut_by_server_s = time.perf_counter() - start
     except (ConnectionError, OSError):
@@ -134,7 +138,7 @@ async def phases(url: str, pid: int, hist: Histories, args: argparse.Namespace) 
     await asyncio.sleep(1)
     fds_before = open_fds(pid)
     baseline = await normal_load(url, hist, args.concurrency, args.phase)
-    until = time.perf_counter() + args.phase + 2
+    until = time.perf_counter() + max(args.phase + 2, (args.body_timeout or 0) + 3)  # stalled ones see the deadline
     body = json.dumps({"history": hist.one(6), "k": 5}).encode()
     slow = [asyncio.create_task(slow_body(url, body, args.bytes_per_s, False, until)) for _ in range(args.slow)]
     slow += [asyncio.create_task(slow_body(url, body, args.bytes_per_s, True, until)) for _ in range(args.stalled)]
@@ -153,18 +157,24 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
     result = FaultResult("slow_clients", command)
     bundle = fixture_bundle(workdir / "bundle", n_items=500)
     hist = Histories(catalogue_ids(bundle), seed=4)
-    with service(bundle, {"SEQREC_LLM_BACKEND": "none"}) as svc:
+    env = {"SEQREC_LLM_BACKEND": "none"}
+    if args.body_timeout is not None:
+        env["SEQREC_BODY_TIMEOUT_S"] = str(args.body_timeout)
+    with service(bundle, env) as svc:
         out = asyncio.run(phases(svc.url, svc.pid, hist, args))
     base, loaded = latency_summary([s.ms for s in out["baseline"]]), latency_summary([s.ms for s in out["loaded"]])  # type: ignore[attr-defined]
     fds_before, fds_during, fds_after = out["fds"]  # type: ignore[misc]
     outcomes: list[SlowOutcome] = out["outcomes"]  # type: ignore[assignment]
     summary: dict[str, dict[str, int]] = {}
     for o in outcomes:
-        s = summary.setdefault(o.kind, {"clients": 0, "sent_all": 0, "answered_200": 0, "cut_by_server": 0})
+        s = summary.setdefault(o.kind, {"clients": 0, "sent_all": 0, "answered_200": 0, "answered_408": 0,
+                                        "cut_by_server": 0, "max_answer_s": 0.0})  # fmt: skip
         s["clients"] += 1
         s["sent_all"] += o.sent_all
         s["answered_200"] += o.answered == 200
+        s["answered_408"] += o.answered == 408
         s["cut_by_server"] += o.cut_by_server_s is not None
+        s["max_answer_s"] = round(max(s["max_answer_s"], o.answered_s or 0.0), 2)
     result.figures |= {"setup": {"slow": args.slow, "stalled": args.stalled, "readers": args.readers, "phase_s": args.phase,
                                  "bytes_per_s": args.bytes_per_s, "body_bytes": out["body_bytes"],
                                  "normal_concurrency": args.concurrency},
@@ -179,8 +189,15 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
                  f"{base['n'] + loaded['n']} requests, {len(errors)} errors")
     result.check("open fds back to the baseline (+-2) after the slow clients leave", abs(fds_after - fds_before) <= 2,
                  f"{fds_before} before, {fds_during} with {len(outcomes)} slow clients, {fds_after} after")
-    stalled = summary.get("stalled_body", {})
-    if stalled and not stalled["cut_by_server"]:
+    stalled, slow_ok = summary.get("stalled_body", {}), summary.get("slow_body", {})
+    if args.body_timeout is not None:
+        result.check(f"stalled bodies answered 408 body_timeout within SEQREC_BODY_TIMEOUT_S ({args.body_timeout:g} s) "
+                     "+ 2 s; slow bodies that complete in time answered 200",
+                     stalled.get("answered_408") == stalled.get("clients") and stalled.get("max_answer_s", 99) <= args.body_timeout + 2
+                     and slow_ok.get("answered_200") == slow_ok.get("clients"),
+                     f"stalled: {stalled.get('answered_408')}/{stalled.get('clients')} got 408 (latest {stalled.get('max_answer_s')} s "
+                     f"after connecting); slow: {slow_ok.get('answered_200')}/{slow_ok.get('clients')} got 200")  # fmt: skip
+    elif stalled and not stalled["cut_by_server"] and not stalled["answered_408"]:
         result.notes.append(
             f"finding: nothing bounds a slow or stalled request body: {stalled['clients']} clients that sent half a "
             f"body and then nothing for {args.phase + 2:g} s were never cut by the server, and each held a "
@@ -199,9 +216,14 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--phase", type=float, default=15, help="seconds of normal load per phase")
     p.add_argument("--concurrency", type=int, default=8, help="normal clients")
     p.add_argument("--p99-factor", type=float, default=2.0)
+    p.add_argument("--body-timeout", type=float, default=12,
+                   help="SEQREC_BODY_TIMEOUT_S of the service (its default is 30 s; 12 cuts the stalled clients within "
+                   "the phase and lets the slow ones finish); a negative value leaves the setting unset")
 
 
 def run(args: argparse.Namespace, command: str) -> FaultResult:
+    if args.body_timeout is not None and args.body_timeout < 0:
+        args.body_timeout = None
     with tempfile.TemporaryDirectory(prefix="fault-slow-") as tmp:
         return campaign(Path(tmp), args, command)
 
