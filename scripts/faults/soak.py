@@ -5,7 +5,7 @@ descriptors must stay flat.
     python -m scripts.faults.soak --duration 60              # a dry run
 
 Load: wrk through scripts/loadtest.py `run_wrk` (one body per line, round-robin), bodies from real test users
-when a real bundle is given (`--bundle`, with `--preset` naming its dataset), else a fixture bundle
+when a real bundle is there (`--bundle`, default bundles/current; `--preset` names its dataset), else a fixture bundle
 (`build_bundle(..., n_items=2000)`) and random histories of its catalogue ids; every other body names one of
 `--sessions` session ids, so sessions in Redis (a throw-away AOF redis-server) grow during the run. After a
 `--warmup` of the same load, /proc/<pid>/status VmRSS and /proc/<pid>/fd are sampled every `--every` seconds.
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.faults.common import (
+    REPO,
     FaultResult,
     Histories,
     Redis,
@@ -50,10 +51,11 @@ def sample(pid: int, every_s: float, stop: threading.Event, out: list[dict[str, 
 
 def bodies_for(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path, str]:
     """(bundle, bodies file, where the histories came from)."""
-    if args.bundle:
+    real = Path(args.bundle) if args.bundle else REPO / "bundles" / "current"
+    if (real / "manifest.json").exists():
         from scripts.loadtest import write_bodies as real_bodies
 
-        bundle = Path(args.bundle).resolve()
+        bundle = real.resolve()
         path = workdir / "bodies.jsonl"
         real_bodies(args.preset, path, 10, False, 200, bundle)
         lines = path.read_text().splitlines()  # name sessions on every other body, as for the fixture bundle
@@ -129,7 +131,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--sessions", type=int, default=5000, help="distinct session ids in the bodies")
     p.add_argument("--bodies", type=int, default=20000, help="random bodies (fixture bundle)")
-    p.add_argument("--bundle", default=None, help="a real bundle (e.g. bundles/current); unset: a fixture bundle")
+    p.add_argument("--bundle", default=None,
+                   help="a real bundle; unset: bundles/current when it exists, else a fixture bundle")
     p.add_argument("--preset", default="ml-100k", help="the dataset of --bundle (its test users' histories)")
 
 
