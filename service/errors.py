@@ -51,6 +51,11 @@ class BodyTooLarge(ServiceError):
     code = "body_too_large"
 
 
+class BodyTimeout(ServiceError):
+    status_code = 408
+    code = "body_timeout"
+
+
 class StoreUnavailable(ServiceError):
     """The session store (Redis) cannot be reached; the request cannot be served without it."""
 

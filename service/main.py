@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from service.api import admin, health, items, recommend, sessions
 from service.api.hold import HoldGeneration
-from service.api.limits import BodyLimitMiddleware
+from service.api.limits import BodyDeadlineMiddleware, BodyLimitMiddleware
 from service.api.openapi import install_openapi
 from service.api.recommend import RecommendFastPath
 from service.auth.guard import Guard, open_guard
@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HoldGeneration, acquire=acquire)
-    # answers POST /v1/recommend before the framework's own middleware stack (only AuthMiddleware runs before it)
+    # answers POST /v1/recommend before the framework's own middleware stack (only auth and the body deadline run
+    # before it)
     app.add_middleware(RecommendFastPath, acquire=acquire, metrics=app.state.metrics, body_limit=body_limit)
 
     def guard() -> Guard | None:
@@ -97,6 +98,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # added after the fast path, so it runs before it: API keys, scopes and rate limits for every route
     app.add_middleware(AuthMiddleware, guard=guard)
     document_security(app, lambda: (current := guard()) is not None and current.enabled)
+    default_timeout = Settings.model_fields["body_timeout_s"].default
+
+    def body_timeout() -> float:
+        current: Settings | None = app.state.settings
+        return current.body_timeout_s if current else default_timeout
+
+    # outermost (added last): a deadline on every route's body reads, the fast path's and auth's included
+    app.add_middleware(BodyDeadlineMiddleware, timeout_s=body_timeout)
     return app
 
 

@@ -141,8 +141,21 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(default=100, ge=1, description="requests a key may send at once (bucket size)")
 
+    # fault injection for the fault campaign (scripts/fault_campaign.py), never for production: unset, nothing
+    # is wrapped
+    fault_llm_delay_ms: int | None = Field(
+        default=None, ge=0,
+        description="FAULT INJECTION, not for production: every LLM engine call waits this long first, "
+        "ignoring its deadline (a stalled engine; service/llm/faults.py)",
+    )  # fmt: skip
+
     # HTTP
     max_body_bytes: int = Field(default=64 * 1024, ge=256)
+    # the servers bound idle keep-alive connections only: a client that stops mid-body held its connection, file
+    # descriptor and request for as long as it liked (the fault campaign's slow_clients fault)
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="most seconds a request body may take to arrive after its headers; 408 past it"
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -41,7 +41,7 @@ class BundleStatus(BaseModel):
     watch_failures: int
 
 
-@router.post("/bundle", response_model=SwapResponse, responses=errors(409, 422, 503))
+@router.post("/bundle", response_model=SwapResponse, responses=errors(408, 409, 422, 503))
 async def swap_bundle(res: ResourcesDep, body: Annotated[SwapRequest | None, Body()] = None) -> SwapResponse:
     """Load and verify a bundle, then serve it; requests in flight finish on the bundle they started on.
     409 `bundle_refused` (naming the file and the problem; the old bundle keeps serving) or

@@ -174,6 +174,7 @@ _ERROR_MEANING = {
     403: "the API key lacks the scope this route needs",
     404: "the session, item or route does not exist",
     405: "the route does not take this method (the Allow header lists those it takes)",
+    408: "the request body did not arrive within body_timeout_s (the connection is closed)",
     409: "the request conflicts with the service's state",
     413: "the request body is larger than max_body_bytes",
     422: "the request is malformed or names unknown items; details say which field or ids",

@@ -54,7 +54,7 @@ async def answer(serving: RecommendService, body: bytes) -> bytes:
     return orjson.dumps(await serving.recommend(parse_request(body)))
 
 
-_ERRORS = errors(404, 413, 422, 503)
+_ERRORS = errors(404, 408, 413, 422, 503)
 
 
 @router.post(

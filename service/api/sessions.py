@@ -16,7 +16,7 @@ _SESSION_LINKS = {  # OpenAPI links: what a client (or a contract fuzzer) can do
     "/{session_id}/events",
     response_model=SessionResponse,
     operation_id="add_events",
-    responses={200: {"description": "the session's history", "links": _SESSION_LINKS}, **errors(413, 422, 503)},
+    responses={200: {"description": "the session's history", "links": _SESSION_LINKS}, **errors(408, 413, 422, 503)},
 )
 async def add_events(session_id: SessionIdPath, body: EventsRequest, serving: ServingDep) -> SessionResponse:
     return await serving.add_events(session_id, body.events)

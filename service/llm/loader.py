@@ -102,4 +102,9 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
             ) from e
         logger.exception("%s; explanations are unavailable", message)
         return LoadedLLM(None, "unavailable", message)
+    if settings.fault_llm_delay_ms is not None:  # the fault campaign's stalled engine (service/llm/faults.py)
+        from service.llm.faults import DelayedBackend
+
+        logger.warning("FAULT INJECTION: every LLM call waits %d ms first", settings.fault_llm_delay_ms)
+        backend = DelayedBackend(backend, settings.fault_llm_delay_ms / 1000)
     return LoadedLLM(backend, "ok", f"{kind} ({dtype}): {base}")

@@ -3,10 +3,12 @@ redis.asyncio connection pool. Every Redis failure becomes StoreUnavailable and 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from service.errors import StoreUnavailable
@@ -46,6 +48,12 @@ class RedisStore:
         try:
             return await coro
         except (RedisError, OSError) as e:
+            if isinstance(e, (RedisConnectionError, OSError)):
+                # Idle pooled connections to a server that went away are dead too, and redis-py finds out only
+                # when it next uses one: after a Redis restart each failed one command, up to seconds after
+                # /readyz was clean again (the fault campaign's redis_restart fault). Drop them all now.
+                with contextlib.suppress(Exception):
+                    await self._client.connection_pool.disconnect(inuse_connections=False)
             raise self._fail(op, e) from e
 
     async def append(self, session_id: str, item_ids: Sequence[str]) -> list[str]:

@@ -1,0 +1,284 @@
+"""What the faults share: a throw-away redis-server, the service as a real process, a fixture bundle with
+realistic histories, an async HTTP load loop, /proc sampling, and the result every fault returns."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+logger = logging.getLogger("faults")
+
+
+@dataclass
+class Criterion:
+    name: str  # the stated criterion, e.g. "no 5xx other than 503 session_store_unavailable"
+    passed: bool
+    detail: str  # what was measured
+
+
+@dataclass
+class FaultResult:
+    fault: str
+    command: str
+    criteria: list[Criterion] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None  # why the fault could not run here (then it neither passes nor fails)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, name: str, passed: bool, detail: str) -> None:
+        self.criteria.append(Criterion(name, bool(passed), detail))
+        logger.info("%s: %s — %s", "PASS" if passed else "FAIL", name, detail)
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and bool(self.criteria) and all(c.passed for c in self.criteria)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def latency_summary(ms: list[float]) -> dict[str, float]:
+    return {"n": len(ms), "p50_ms": round(percentile(ms, 50), 2), "p99_ms": round(percentile(ms, 99), 2),
+            "max_ms": round(max(ms), 2) if ms else float("nan")}  # fmt: skip
+
+
+# --- Redis ----------------------------------------------------------------------------------------------
+
+
+class Redis:
+    """A redis-server in the foreground (so it can be SIGKILLed), on its own port and directory."""
+
+    def __init__(self, workdir: Path, appendfsync: str = "always", port: int | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10) -> Redis:
+        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+               "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", ""]  # fmt: skip
+        log = (self.dir / "redis.log").open("a")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while self.cli("ping") != "PONG":
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()[-1000:]}")
+            time.sleep(0.05)
+        return self
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final AOF rewrite (what a crash or the OOM killer does)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.cli("shutdown", "nosave")
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- the service ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextmanager
+def service(bundle: Path, env: dict[str, str], timeout_s: float = 180,
+            extra_args: tuple[str, ...] = ()) -> Iterator[Service]:  # fmt: skip
+    """`python -m uvicorn --factory service.main:create_app` on a free port, its log in a file; yields once
+    /readyz answers 200."""
+    port = free_port()
+    log = Path(tempfile.mkstemp(prefix="fault-service-", suffix=".log")[1])
+    full_env = {**os.environ, "SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_LOG_LEVEL": "warning",
+                "OMP_NUM_THREADS": "1", **env}  # fmt: skip
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port),
+           "--log-level", "warning", "--no-access-log", *extra_args]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the service was not ready after {timeout_s} s: {log.read_text()[-2000:]}")
+            time.sleep(0.25)
+        yield Service(url, proc, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+# --- bundles and request bodies -------------------------------------------------------------------------
+
+
+def fixture_bundle(root: Path, n_items: int = 50, **kwargs: Any) -> Path:
+    """`tests.service.bundle_factory.build_bundle` (a real exported encoder and FAISS index)."""
+    from tests.service.bundle_factory import build_bundle
+
+    if not (root / "manifest.json").exists():
+        build_bundle(root, n_items=n_items, **kwargs)
+    return root
+
+
+def catalogue_ids(bundle: Path) -> list[str]:
+    """Catalogue ids of the items the model ranks (dense ids 1..n)."""
+    from scripts.loadtest import catalogue_ids as external
+
+    return [e for e in external(bundle)[1:] if e]
+
+
+class Histories:
+    """Varied, realistic-looking histories: lengths drawn long-tailed (many short, some up to `max_len`),
+    items mostly from one or two genre clusters of 10 (as the fixture catalogue is laid out) with some
+    noise, in a random order."""
+
+    def __init__(self, ids: list[str], seed: int = 0, max_len: int = 50) -> None:
+        self.ids = ids
+        self.rng = random.Random(seed)
+        self.max_len = max_len
+
+    def one(self, n: int | None = None) -> list[str]:
+        rng = self.rng
+        n = n or min(self.max_len, max(1, int(rng.paretovariate(1.2) * 2)))
+        clusters = [rng.randrange(max(1, len(self.ids) // 10)) for _ in range(2)]
+        out = []
+        for _ in range(n):
+            if rng.random() < 0.8:
+                c = rng.choice(clusters)
+                out.append(self.ids[min(len(self.ids) - 1, c * 10 + rng.randrange(10))])
+            else:
+                out.append(rng.choice(self.ids))
+        return out
+
+
+def write_bodies(path: Path, histories: Histories, n: int, k: int = 10, sessions: int = 0) -> Path:
+    """`n` POST /v1/recommend bodies, one JSON per line (scripts/loadtest/recommend.lua's format); with
+    `sessions` > 0, every other body also names one of that many session ids (its events are appended)."""
+    with path.open("w") as f:
+        for i in range(n):
+            body: dict[str, Any] = {"history": histories.one(), "k": k}
+            if sessions and i % 2:
+                body["session_id"] = f"soak-{histories.rng.randrange(sessions)}"
+            f.write(json.dumps(body, separators=(",", ":")) + "\n")
+    return path
+
+
+# --- async load -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t0: float  # seconds since the load started, when the request was sent
+    t: float  # the same, at the response
+    kind: str
+    status: int  # 0: no HTTP answer (connection error, timeout)
+    ms: float
+    body: dict[str, Any] | None
+
+
+async def timed(client: httpx.AsyncClient, kind: str, t0: float, method: str, path: str,
+                json_body: Any = None) -> Sample:  # fmt: skip
+    start = time.perf_counter()
+    try:
+        r = await client.request(method, path, json=json_body)
+        status = r.status_code
+        try:
+            body = r.json() if r.content else None
+        except ValueError:
+            body = {"raw": r.text[:200]}
+    except httpx.HTTPError as e:
+        status, body = 0, {"transport_error": type(e).__name__}
+    end = time.perf_counter()
+    return Sample(start - t0, end - t0, kind, status, (end - start) * 1000, body)
+
+
+def error_code(sample: Sample) -> str | None:
+    body = sample.body or {}
+    err = body.get("error") if isinstance(body, dict) else None
+    return err.get("code") if isinstance(err, dict) else None
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
