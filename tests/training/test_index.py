@@ -18,10 +18,10 @@ from training.index import IndexSpec, build_index, choose_index, ivf_nlist
         (50_001, "cpu", "HNSW32", {"efSearch": 128}),
         (1_000_000, "cpu", "HNSW32", {"efSearch": 128}),
         (10_000_000, "cpu", "HNSW32", {"efSearch": 128}),
-        (100_000, "gpu", "IVF1024,Flat", {"nprobe": 64}),
-        (1_000_000, "gpu", "IVF4096,Flat", {"nprobe": 64}),
-        (8_000_000, "gpu", "IVF8192,Flat", {"nprobe": 64}),  # 1,953 MiB of float32: within the 2 GiB budget
-        (10_000_000, "gpu", "IVF16384,PQ32", {"nprobe": 128}),  # 2,441 MiB: product-quantised
+        (100_000, "gpu", "IVF1024,Flat", {"nprobe": 128}),
+        (1_000_000, "gpu", "IVF4096,Flat", {"nprobe": 128}),
+        (8_000_000, "gpu", "IVF8192,Flat", {"nprobe": 128}),  # 1,953 MiB of float32: within the 2 GiB budget
+        (10_000_000, "gpu", "IVF16384,PQ32", {"nprobe": 256}),  # 2,441 MiB: product-quantised
     ],
 )
 def test_index_by_catalogue_size(n_items: int, device: str, type_: str, params: dict[str, int]) -> None:
@@ -33,7 +33,7 @@ def test_index_by_catalogue_size(n_items: int, device: str, type_: str, params: 
 def test_gpu_budget_decides_product_quantisation() -> None:
     assert choose_index(1_000_000, 64, "gpu", gpu_budget_bytes=100 << 20).type == "IVF4096,PQ32"
     spec = choose_index(1_000_000, 64, "cpu")
-    assert spec.build_params == {"M": 32, "efConstruction": 40}
+    assert spec.build_params == {"M": 32, "efConstruction": 100}
 
 
 @pytest.mark.parametrize(("n", "nlist"), [(1_000, 256), (100_000, 1024), (1_000_000, 4096), (10**8, 32768), (10**10, 65536)])
