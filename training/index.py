@@ -27,8 +27,9 @@ HNSW_EF_CONSTRUCTION = 100
 # recall@10 at 1M items: 0.946 / 0.959 / 0.972 / 0.986 at efSearch 32 / 64 / 128 / 256 (100k: 0.985 at 128);
 # 128 keeps a margin for real embeddings, at ~0.5 ms per query on one core (docs/results/catalogue-scale.md)
 HNSW_EF_SEARCH = 128
-# The GPU is shared with the LLM engine (vLLM reserves 90 % of it by default): IVF-Flat keeps every
-# vector in float32 until that exceeds this budget, then IVF-PQ stores m bytes per vector.
+# The GPU is shared with the LLM engine (SEQREC_VLLM_GPU_MEMORY_FRACTION: 60 % by default), FAISS's scratch
+# memory and the encoder: IVF-Flat keeps every vector in float32 while they fit this budget (2 GiB fits
+# beside them on a 16 GB card), then IVF-PQ stores m bytes per vector.
 GPU_INDEX_BUDGET_BYTES = 2 << 30
 # IVF-Flat recall@10 measured on the CPU (the GPU runs the same search): nprobe 64 gave 0.979 at 100k items
 # (nlist 1024) but 0.954 at 1M (nlist 4096), too thin a margin; 128 gave 0.998. A GPU scans 3 % of 1M
