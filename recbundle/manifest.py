@@ -55,11 +55,17 @@ class EncoderRef(BaseModel):
 class IndexRef(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str = "index.faiss"
-    type: str  # FAISS factory string actually built, e.g. "Flat" or "HNSW32"
+    type: str  # FAISS factory string actually built, e.g. "Flat", "HNSW32" or "IVF4096,Flat"
     metric: Literal["inner_product"] = "inner_product"
     embeddings_path: str = "item_embeddings.npy"
     n_items: int
     dim: int
+    # search-time parameters the service sets after loading, by FAISS ParameterSpace name ("efSearch" for
+    # HNSW, "nprobe" for IVF); empty for exact search. Bundles written before these fields load unchanged.
+    params: dict[str, int | float] = Field(default_factory=dict)
+    # build-time parameters, for audits ("efConstruction", "nlist", "m", ...): the index file already holds them
+    build_params: dict[str, int | float] = Field(default_factory=dict)
+    reason: str | None = None  # why this type was chosen (catalogue size, device, measured recall)
 
 
 class LLMRef(BaseModel):

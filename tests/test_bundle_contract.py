@@ -44,3 +44,22 @@ def test_tampered_or_incompatible_bundles_are_refused(tmp_path: Path, mutate, me
     mutate(root)
     with pytest.raises(BundleError, match=message):
         load_manifest(root)
+
+
+def test_index_search_params_round_trip(tmp_path: Path) -> None:
+    root = _bundle(tmp_path / "b")
+    m = load_manifest(root)
+    ref = IndexRef(type="HNSW32", n_items=3, dim=4, params={"efSearch": 128},
+                   build_params={"M": 32, "efConstruction": 40}, reason="test")
+    write_manifest(root, m.model_copy(update={"index": ref}))
+    assert load_manifest(root).index == ref
+
+
+def test_manifests_written_before_index_params_still_load(tmp_path: Path) -> None:
+    root = _bundle(tmp_path / "b")
+    raw = json.loads((root / "manifest.json").read_text())
+    for key in ("params", "build_params", "reason"):
+        del raw["index"][key]
+    (root / "manifest.json").write_text(json.dumps(raw))
+    index = load_manifest(root).index
+    assert (index.type, index.params, index.build_params, index.reason) == ("Flat", {}, {}, None)

@@ -3,7 +3,8 @@
     python -m training export --preset ml-100k --out bundles/
 
 The encoder travels as a `torch.export` program (no model code needed to run it, so `service` never
-imports `training`); the item table as .npy; the FAISS index type follows the catalogue size.
+imports `training`); the item table as .npy; the FAISS index type follows the catalogue size
+(training/index.py).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from recbundle import LLMRef, Manifest, write_manifest
 from recbundle.manifest import EncoderRef, IndexRef
 from training.config import RunConfig, stable_hash
 from training.data.types import SequenceDataset
+from training.index import Device, build_index, choose_index
 from training.models import SequentialRecommender
 
 log = logging.getLogger(__name__)
-EXACT_INDEX_MAX_ITEMS = 50_000  # exact inner-product search is both fastest and exact below this size
 
 
 class UserEncoder(nn.Module):
@@ -48,28 +49,6 @@ def export_encoder(model: SequentialRecommender, path: Path) -> None:
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(UserEncoder(model).eval(), (example,), dynamic_shapes={"seqs": {0: batch}})
     torch.export.save(program, path)
-
-
-def index_type_for(n_items: int) -> str:
-    return "Flat" if n_items <= EXACT_INDEX_MAX_ITEMS else "HNSW32"
-
-
-def build_index(embeddings: np.ndarray, index_type: str) -> Any:
-    """Inner-product index over rows 1..n (row 0 = padding), FAISS ids = dense item ids."""
-    import faiss
-
-    vectors = np.ascontiguousarray(embeddings[1:], dtype=np.float32)
-    dim = vectors.shape[1]
-    if index_type == "Flat":
-        inner = faiss.IndexFlatIP(dim)
-    elif index_type.startswith("HNSW"):
-        inner = faiss.IndexHNSWFlat(dim, int(index_type[4:] or 32), faiss.METRIC_INNER_PRODUCT)
-        inner.hnsw.efConstruction = 200
-    else:
-        raise ValueError(f"unsupported index type {index_type!r}")
-    index = faiss.IndexIDMap2(inner)
-    index.add_with_ids(vectors, np.arange(1, len(embeddings), dtype=np.int64))
-    return index
 
 
 def write_catalogue(ds: SequenceDataset, path: Path) -> None:
@@ -108,8 +87,10 @@ def export_bundle(
     metrics: dict[str, Any] | None = None,
     llm: LLMRef | None = None,
     extra_files: dict[str, Path] | None = None,
+    index_device: Device = "cpu",
 ) -> Path:
-    """Write `<out_root>/<bundle_id>/` and return its path. An existing bundle of the same id is replaced."""
+    """Write `<out_root>/<bundle_id>/` and return its path. An existing bundle of the same id is replaced.
+    `index_device`: where the service will search (picks the index type, training/index.py)."""
     emb = bundle_embeddings(model)
     params = asdict(model.cfg) if hasattr(model, "cfg") else {}  # type: ignore[call-overload]
     digest = stable_hash({"data": cfg.data_hash(), "model": model_name, "params": params, "variant": variant,
@@ -125,8 +106,8 @@ def export_bundle(
     np.save(tmp / "item_embeddings.npy", emb)
     import faiss
 
-    index_type = index_type_for(ds.n_items)
-    faiss.write_index(build_index(emb, index_type), str(tmp / "index.faiss"))
+    spec = choose_index(ds.n_items, emb.shape[1], index_device)
+    faiss.write_index(build_index(emb, spec), str(tmp / "index.faiss"))
     for rel, src in (extra_files or {}).items():
         dest = tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +118,8 @@ def export_bundle(
         dataset=ds.name,
         n_items=ds.n_items,
         encoder=EncoderRef(kind=model_name, variant=variant, max_len=model.max_len, dim=emb.shape[1]),
-        index=IndexRef(type=index_type, n_items=ds.n_items, dim=emb.shape[1]),
+        index=IndexRef(type=spec.type, n_items=ds.n_items, dim=emb.shape[1], params=spec.params,
+                       build_params=spec.build_params, reason=spec.reason),
         llm=llm or LLMRef(),
         metrics=metrics or {},
     )
@@ -145,5 +127,5 @@ def export_bundle(
     shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
     point_current(out_root, bundle_id)
-    log.info("bundle %s written to %s (%s index, %d items)", bundle_id, root, index_type, ds.n_items)
+    log.info("bundle %s written to %s (%s index %s, %d items)", bundle_id, root, spec.type, spec.params, ds.n_items)
     return root

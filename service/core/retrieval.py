@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,12 +30,20 @@ class Hits:
 class Retriever:
     """Runs encode+search on its own threads. Each thread gives FAISS `search_threads` OpenMP threads:
     with 2 on a busy 2-core machine one single-query search of 50 vectors took 12 ms, with 1 it took
-    0.08 ms (docs/service.md); parallelism comes from concurrent requests instead."""
+    0.08 ms (docs/service.md); parallelism comes from concurrent requests instead.
+
+    On a GPU index the searches are serialised (encoding still overlaps): FAISS GPU indexes are not
+    thread-safe, not even for search, since they share one StandardGpuResources and its stream (FAISS wiki,
+    "Threads and asynchronous calls"). Concurrency there comes from the micro-batcher merging requests
+    into one search, which a GPU answers for 64 queries in about the time of one (docs/service.md)."""
 
     def __init__(self, bundle: Bundle, metrics: Metrics, workers: int = 4, search_threads: int = 1) -> None:
         self.encoder = bundle.encoder
         self.index = bundle.index
         self.metrics = metrics
+        self.search_lock: contextlib.AbstractContextManager[object] = (
+            threading.Lock() if bundle.on_gpu else contextlib.nullcontext()
+        )
         self._executor = ThreadPoolExecutor(
             workers,
             thread_name_prefix="search",
@@ -54,7 +63,8 @@ class Retriever:
         with torch.inference_mode():
             users = self.encoder(torch.from_numpy(seqs)).float().contiguous().numpy()  # (B, dim)
         t1 = time.perf_counter()
-        scores, ids = self.index.search(users, n)  # (B, n), (B, n)
+        with self.search_lock:  # the wait for a GPU search in progress counts as search time
+            scores, ids = self.index.search(users, n)  # (B, n), (B, n)
         t2 = time.perf_counter()
         self.metrics.batch_size.observe(len(seqs))
         return Hits(scores, ids.astype(np.int64), t1 - t0, t2 - t1)

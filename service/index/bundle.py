@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,22 @@ def _load_encoder(path: Path, max_len: int, dim: int) -> torch.nn.Module:
     return BucketedEncoder(module, max_len)
 
 
-def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
+def _set_search_params(index: Any, params: Mapping[str, int | float], name: str) -> None:
+    """The manifest's search-time parameters (`IndexRef.params`: efSearch for HNSW, nprobe for IVF), set
+    through FAISS's ParameterSpace, which reaches through IDMap wrappers. Set on the CPU index before any
+    GPU copy: the GPU clone of an IVF index takes its nprobe."""
+    space = faiss.ParameterSpace()
+    for key, value in params.items():
+        try:
+            space.set_index_parameter(index, key, value)
+        except RuntimeError as e:
+            raise BundleError(f"{name}: cannot set the manifest's search parameter {key}={value}: {e}") from e
+    logger.info("FAISS search parameters %s", dict(params) or "none (exact search)")
+
+
+def _load_index(
+    path: Path, n_items: int, dim: int, params: Mapping[str, int | float] | None = None
+) -> tuple[Any, bool]:
     index = faiss.read_index(str(path))
     if index.ntotal != n_items or index.d != dim:
         raise BundleError(
@@ -73,6 +89,7 @@ def _load_index(path: Path, n_items: int, dim: int) -> tuple[Any, bool]:
         )
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleError(f"{path.name} is not an inner-product index (metric {index.metric_type})")
+    _set_search_params(index, params or {}, path.name)
     get_num_gpus = getattr(faiss, "get_num_gpus", lambda: 0)
     if get_num_gpus() > 0:
         try:
@@ -117,7 +134,7 @@ def load_bundle(root: Path) -> Bundle:
     if manifest.encoder.dim != manifest.index.dim:
         raise BundleError(f"encoder dim {manifest.encoder.dim} != index dim {manifest.index.dim}")
     encoder = _load_encoder(root / manifest.encoder.path, manifest.encoder.max_len, manifest.encoder.dim)
-    index, on_gpu = _load_index(root / manifest.index.path, manifest.n_items, manifest.index.dim)
+    index, on_gpu = _load_index(root / manifest.index.path, manifest.n_items, manifest.index.dim, manifest.index.params)
     labels: dict[int, str] = {}
     source: str | None = None
     if manifest.llm.item_labels:

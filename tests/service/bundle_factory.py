@@ -13,7 +13,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -147,6 +147,9 @@ def build_bundle(
     cold_raw_ids: Sequence[str] = (),
     cold_items: Literal["skip", "reject"] = "skip",
     bundle_id: str | None = None,
+    embeddings: np.ndarray | None = None,
+    index: Any | None = None,
+    index_ref: dict[str, Any] | None = None,
 ) -> Manifest:
     """Write a complete bundle into `root` (created) and return its manifest. `n_items` > 50 repeats titles
     with a suffix (for load tests). `lora_adapter` (a PEFT folder, copied in as the "explain" adapter),
@@ -154,7 +157,11 @@ def build_bundle(
     in as "llm/rerank", under the spec's adapter name) go into the manifest's LLM reference.
     `cold_raw_ids`: catalogue rows the model does not know (item_id null, no embedding; handled as
     `cold_items` says); `renumber`: the model's dense ids in reverse catalogue order, as a retrain may number
-    them (embeddings follow their items, so the same catalogue ids rank the same)."""
+    them (embeddings follow their items, so the same catalogue ids rank the same). `embeddings`
+    ((n_items + 1, dim), row 0 zeros) replaces the genre-cluster table; `index` (a FAISS index over its rows
+    1..n, ids = dense ids, e.g. from training/index.py) replaces the flat one, described by `index_ref`
+    (IndexRef fields: type, params, build_params, reason). Both are for scale benchmarks; not with
+    `cold_raw_ids` or `renumber`."""
     root.mkdir(parents=True, exist_ok=True)
     items = catalogue()
     n = n_items or len(items)
@@ -164,7 +171,8 @@ def build_bundle(
             {**base, "item_id": i + 1, "raw_id": str(1000 + i + 1), "title": f"{base['title']} #{i}"}
         )
     items = items[:n]
-    emb = item_embeddings(n, dim, seed)
+    emb = item_embeddings(n, dim, seed) if embeddings is None else embeddings
+    dim = emb.shape[1]
     modelled = [it for it in items if it["raw_id"] not in set(cold_raw_ids)]
     if renumber:
         modelled.reverse()
@@ -175,8 +183,9 @@ def build_bundle(
             f.write(json.dumps({**it, "item_id": new_id.get(it["raw_id"])}) + "\n")
     n = len(modelled)
     np.save(root / "item_embeddings.npy", emb)
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    index.add_with_ids(emb[1:], np.arange(1, n + 1, dtype=np.int64))
+    if index is None:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index.add_with_ids(emb[1:], np.arange(1, n + 1, dtype=np.int64))
     faiss.write_index(index, str(root / "index.faiss"))
     encoder = MeanPoolEncoder(torch.from_numpy(emb)).eval()
     example = torch.randint(0, n + 1, (2, max_len), dtype=torch.int64)
@@ -190,7 +199,7 @@ def build_bundle(
         dataset="test-movies",
         n_items=n,
         encoder=EncoderRef(kind="mean-pool", max_len=max_len, dim=dim),
-        index=IndexRef(type="IDMap2,Flat", n_items=n, dim=dim),
+        index=IndexRef(**{"type": "IDMap2,Flat", **(index_ref or {})}, n_items=n, dim=dim),
         metrics={"note": "synthetic fixture, no evaluation"},
         cold_items=cold_items,
     )

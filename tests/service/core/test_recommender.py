@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from service.core.recommender import Recommender
@@ -67,3 +71,42 @@ def test_concurrent_requests_share_batches(bundle: Bundle) -> None:
         assert count < 16  # fewer encoder calls than requests
 
     asyncio.run(main())
+
+
+class _OverlapIndex:
+    """A fake index that records how many searches run at once (sleeping inside, without the GIL)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.ntotal = n_items
+        self.running = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        time.sleep(0.01)
+        with self._lock:
+            self.running -= 1
+        ids = np.tile(np.arange(1, k + 1, dtype=np.int64), (len(x), 1))
+        return np.zeros((len(x), k), dtype=np.float32), ids
+
+
+@pytest.mark.parametrize(("on_gpu", "batched"), [(True, False), (True, True), (False, False)])
+def test_searches_on_a_gpu_index_never_overlap(bundle: Bundle, on_gpu: bool, batched: bool) -> None:
+    fake = _OverlapIndex(bundle.n_items)
+    gpu_bundle = dataclasses.replace(bundle, index=fake, on_gpu=on_gpu)
+
+    async def main() -> None:
+        rec = Recommender(gpu_bundle, Metrics(), fanout=2, batch_max_size=4 if batched else 1,
+                          batch_inflight=4, workers=4)
+        await rec.start()
+        try:
+            await asyncio.gather(*(rec.rank([1 + i % 50], k=3, exclude_seen=False) for i in range(32)))
+        finally:
+            await rec.close()
+
+    asyncio.run(main())
+    # a GPU index sees one search at a time; on the CPU the 4 workers do overlap (the test can see it)
+    assert fake.peak == 1 if on_gpu else fake.peak > 1

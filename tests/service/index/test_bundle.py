@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -105,3 +106,33 @@ def test_malformed_item_labels_are_refused(copy: Path, body: object, error: str)
     _with_labels(copy, body)
     with pytest.raises(BundleError, match=error):
         load_bundle(copy)
+
+
+def _hnsw_bundle(root: Path, params: dict[str, int]) -> Path:
+    """The fixture bundle with an HNSW index built here (service tests never import training)."""
+    from tests.service.bundle_factory import build_bundle, item_embeddings
+
+    emb = item_embeddings(50, 16, seed=0)
+    inner = faiss.IndexHNSWFlat(16, 32, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIDMap(inner)
+    index.add_with_ids(emb[1:], np.arange(1, 51, dtype=np.int64))
+    build_bundle(root, embeddings=emb, index=index,
+                 index_ref={"type": "HNSW32", "params": params, "build_params": {"M": 32}})
+    return root
+
+
+def test_manifest_search_params_are_applied(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _hnsw_bundle(tmp_path / "hnsw", {"efSearch": 77})
+    assert faiss.downcast_index(faiss.read_index(str(root / "index.faiss")).index).hnsw.efSearch == 16  # FAISS's default
+    with caplog.at_level("INFO", logger="service.index.bundle"):
+        b = load_bundle(root)
+    assert faiss.downcast_index(b.index.index).hnsw.efSearch == 77
+    assert "FAISS search parameters {'efSearch': 77}" in caplog.text
+    _, ids = b.index.search(np.ascontiguousarray(b.item_embeddings[[1, 21, 41]]), 1)
+    assert ids[:, 0].tolist() == [1, 21, 41]
+
+
+def test_unknown_search_param_is_refused(tmp_path: Path) -> None:
+    root = _hnsw_bundle(tmp_path / "hnsw", {"nprobe": 8})  # an IVF parameter on an HNSW index
+    with pytest.raises(BundleError, match="cannot set the manifest's search parameter nprobe=8"):
+        load_bundle(root)
