@@ -4,6 +4,7 @@ realistic histories, an async HTTP load loop, /proc sampling, and the result eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -183,6 +184,35 @@ def rss_kib(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _tcp_ports(pid: int) -> dict[str, tuple[int, int]]:
+    """socket inode -> (local port, remote port) for the process's network namespace (/proc/<pid>/net/tcp*)."""
+    out: dict[str, tuple[int, int]] = {}
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/net/{table}") as f:
+            for line in list(f)[1:]:
+                cols = line.split()
+                out[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+    return out
+
+
+def fd_kinds(pid: int, redis_port: int) -> dict[str, int]:
+    """The process's open fds by kind: connections to Redis (its pool grows with concurrent demand and keeps
+    idle connections), other TCP sockets, and everything else (files, pipes, epoll, ...)."""
+    ports = _tcp_ports(pid)
+    kinds = {"redis": 0, "tcp_other": 0, "other": 0}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+        if inode is not None and inode in ports:
+            kinds["redis" if ports[inode][1] == redis_port else "tcp_other"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
 
 
 # --- bundles and request bodies -------------------------------------------------------------------------

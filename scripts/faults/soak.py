@@ -11,7 +11,8 @@ when a real bundle is there (`--bundle`, default bundles/current; `--preset` nam
 `--warmup` of the same load, /proc/<pid>/status VmRSS and /proc/<pid>/fd are sampled every `--every` seconds.
 
 Criteria: RSS growth (last sample vs the first after the warm-up) < 5 %; open fds flat (counted idle, 2 s
-after the warm-up's and after the run's load stopped: at most 2 more); wrk reports no errors.
+after the warm-up's and after the run's load stopped: at most 2 more, connections in the Redis pool apart,
+which keeps what concurrent demand opened: at most one per concurrent request); wrk reports no errors.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from scripts.faults.common import (
     Histories,
     Redis,
     catalogue_ids,
+    fd_kinds,
     fixture_bundle,
     open_fds,
     rss_kib,
@@ -86,6 +88,7 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
             run_wrk(svc.url, bodies, args.concurrency, args.warmup)
             time.sleep(2)  # fds counted idle (no load connections open), after the warm-up grew the Redis pool
             idle_fds_start = open_fds(svc.pid)
+            kinds_start = fd_kinds(svc.pid, redis.port)
             keys_start = int(redis.cli("dbsize"))
             stop = threading.Event()
             t0 = time.perf_counter()
@@ -97,6 +100,7 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
             samples.append({"t_s": round(time.perf_counter() - t0, 1), "rss_kib": rss_kib(svc.pid), "fds": open_fds(svc.pid)})
             time.sleep(2)
             idle_fds_end = open_fds(svc.pid)
+            kinds_end = fd_kinds(svc.pid, redis.port)
             keys_end = int(redis.cli("dbsize"))
     finally:
         redis.stop()
@@ -107,7 +111,8 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
                   "every_s": args.every, "bodies": source, "session_ids": args.sessions},
         "rss_mib": {"start": round(first["rss_kib"] / 1024, 1), "end": round(last["rss_kib"] / 1024, 1),
                     "max": round(max(s["rss_kib"] for s in samples) / 1024, 1), "growth_pct": round(growth, 2)},
-        "fds": {"idle_start": idle_fds_start, "idle_end": idle_fds_end, "under_load_first": first["fds"],
+        "fds": {"idle_start": idle_fds_start, "idle_end": idle_fds_end, "idle_start_by_kind": kinds_start,
+                "idle_end_by_kind": kinds_end, "under_load_first": first["fds"],
                 "under_load_last": last["fds"], "under_load_max": max(s["fds"] for s in samples)},
         "redis_keys": {"start": keys_start, "end": keys_end},
         "wrk": load,
@@ -116,9 +121,14 @@ def campaign(workdir: Path, args: argparse.Namespace, command: str = "") -> Faul
     result.check("RSS growth < 5 % (last sample vs first after the warm-up)", growth < 5,
                  f"{first['rss_kib'] / 1024:.1f} -> {last['rss_kib'] / 1024:.1f} MiB ({growth:+.2f} %), "
                  f"max {result.figures['rss_mib']['max']} MiB over {len(samples)} samples")
-    result.check("open fds flat: idle after the run - idle after the warm-up <= 2", idle_fds_end - idle_fds_start <= 2,
-                 f"idle {idle_fds_start} -> {idle_fds_end}; under load {first['fds']} -> {last['fds']} "
-                 f"(max {result.figures['fds']['under_load_max']}: wrk's connections and Redis's pool)")
+    grown = {k: kinds_end[k] - kinds_start[k] for k in kinds_start}
+    result.check(
+        "open fds flat: idle after the run - idle after the warm-up <= 2, Redis pool connections apart (the pool "
+        f"keeps what concurrent demand opened, at most one per concurrent request: <= {args.concurrency})",
+        grown["other"] + grown["tcp_other"] <= 2 and kinds_end["redis"] <= args.concurrency,
+        f"idle {idle_fds_start} -> {idle_fds_end} ({kinds_start} -> {kinds_end}); under load {first['fds']} -> "
+        f"{last['fds']} (max {result.figures['fds']['under_load_max']}: wrk's connections and Redis's pool)",
+    )
     result.check("no errors", load["errors"] == 0 and load["requests"] > 0,
                  f"{load['requests']} requests ({load['rps']:.0f}/s), {load['errors']} errors, p99 {load['p99_ms']:.1f} ms")
     return result
