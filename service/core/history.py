@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -54,9 +56,12 @@ def resolve(external_ids: Sequence[str], catalogue: Catalogue, cold_items: str, 
     under the bundle policy "reject", are a 422 listing them. Not strict (a stored session, which may
     predate this bundle): they are left out and listed in `ignored`, never reinterpreted."""
     dense_of = catalogue.dense_of
-    dense = [dense_of.get(e, 0) for e in external_ids]
-    if all(dense):  # the common case: every id is a modelled item
+    try:  # the common case, every id a modelled item: one C-level lookup (a .get per item cost ~4x more)
+        found: Any = itemgetter(*external_ids)(dense_of) if external_ids else ()
+        dense: list[int] = list(found) if len(external_ids) != 1 else [found]
         return Resolved(list(external_ids), dense, [])
+    except KeyError:
+        dense = [dense_of.get(e, 0) for e in external_ids]
     missing = list(dict.fromkeys(e for e, d in zip(external_ids, dense, strict=True) if not d))
     cold = [e for e in missing if e in catalogue.cold]
     unknown = [e for e in missing if e not in catalogue.cold]

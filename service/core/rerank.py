@@ -101,6 +101,10 @@ class Reranker:
             return
         self.detail += f"; warm-up {1000 * (time.perf_counter() - start):.0f} ms"
 
+    def would_run(self, requested: bool | None) -> bool:
+        """Whether `plan` would run the stage (without counting anything)."""
+        return bool(self.default if requested is None else requested) and self.state == "ok"
+
     def plan(self, requested: bool | None) -> RerankStatus | None:
         """None: run the stage for this request; otherwise the status to answer without running it."""
         if not (self.default if requested is None else requested):
