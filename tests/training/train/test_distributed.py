@@ -16,7 +16,7 @@ import yaml
 
 from tests.service.conftest import free_port
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ml-100k"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/ml-100k")
 
 PRESET = {
