@@ -236,14 +236,13 @@ def big_bundle(row: dict[str, Any], args: argparse.Namespace) -> Path:
 def serving(bundle: Path) -> Iterator[tuple[str, list[Any]]]:
     """A uvicorn worker serving `bundle` (no LLM): yields its URL and processes, after /readyz says ready."""
     import psutil
-    from loadtest import _free_port, server
 
-    port = _free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port),
-           "--log-level", "warning", "--no-access-log"]
+    from scripts.procs import free_port, server, uvicorn_cmd
+
+    port = free_port()
     env = {"SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_LLM_BACKEND": "none", "SEQREC_LOG_LEVEL": "warning"}
-    with server(cmd, env, port, "/readyz", timeout=600) as url:
-        yield url, [p for p in psutil.Process().children(recursive=True) if str(port) in " ".join(p.cmdline())]
+    with server(uvicorn_cmd(port), env, port, timeout_s=600) as srv:
+        yield srv.url, [p for p in psutil.Process().children(recursive=True) if str(port) in " ".join(p.cmdline())]
 
 
 def load(url: str, procs: list[Any], bodies: Path, args: argparse.Namespace) -> dict[str, Any]:

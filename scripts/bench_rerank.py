@@ -31,9 +31,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-import loadtest  # noqa: E402  (scripts/loadtest.py: bodies from real histories, wrk runs, a server)
+import loadtest  # noqa: E402  (scripts/loadtest.py: bodies from real histories, wrk runs)
 
 from recbundle import load_manifest  # noqa: E402
+from scripts import procs  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 log = logging.getLogger("bench_rerank")
@@ -103,11 +104,10 @@ def bench_backend(backend: str, bodies: Path, args: argparse.Namespace) -> dict[
                "SEQREC_LLM_REQUIRED": "true", "SEQREC_LOG_LEVEL": "warning"}  # fmt: skip
         deadline = Settings.model_fields["rerank_deadline_ms"].default if mode == "default" else args.capacity_deadline_ms
         env["SEQREC_RERANK_DEADLINE_MS"] = str(deadline)
-        port = loadtest._free_port()
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port),
-               "--log-level", "warning", "--no-access-log"]  # fmt: skip
+        port = procs.free_port()
         log.info("%s, %s deadline: starting the service", backend, mode)
-        with loadtest.server(cmd, env, port, "/readyz", timeout=args.start_timeout) as url:
+        with procs.server(procs.uvicorn_cmd(port), env, port, timeout_s=args.start_timeout) as srv:
+            url = srv.url
             state = reranker_state(url)
             if state["status"] != "ok":
                 raise SystemExit(f"the rerank stage is {state['status']} on {backend}: {state['detail']}")

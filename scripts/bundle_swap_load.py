@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,9 @@ from lifecycle_common import (
     client_loop,
     fixture_bundles,
     histories,
-    machine,
+    measure_and_report,
     percentiles,
-    service,
     tampered_copy,
-    write_report,
 )
 
 AROUND_S = (0.5, 1.0)  # a request "around a swap" started from 0.5 s before it began to 1 s after it ended
@@ -133,7 +129,6 @@ def main() -> None:
     p.add_argument("--swap-every", type=float, default=4.0)
     p.add_argument("--name", default="bundle-swap-load")
     args = p.parse_args()
-    where = machine()
     args.work.mkdir(parents=True, exist_ok=True)
     if args.bundle and args.bundle_b:
         bundles = [args.bundle.resolve(), args.bundle_b.resolve()]
@@ -141,12 +136,7 @@ def main() -> None:
         bundles = list(fixture_bundles(args.work))
     bad = tampered_copy(bundles[0], args.work / "bundle-tampered")
     env = {"SEQREC_BUNDLE_DIR": str(bundles[0]), "SEQREC_BUNDLE_WATCH_S": "0"}
-    with service(env, args.work / "swap-server.log") as (_, url):
-        run = asyncio.run(drive(url, args, bundles, bad))
-    summary = summarise(run, args)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    path = write_report(args.name, command, summary, table(summary), where)
-    print(path.read_text())
+    measure_and_report(args, env, lambda _, url: drive(url, args, bundles, bad), summarise, table)
 
 
 if __name__ == "__main__":

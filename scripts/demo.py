@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from scripts import procs  # noqa: E402
 
 
 def _request(url: str, body: dict | None = None, timeout: float = 300) -> dict:  # type: ignore[type-arg]
@@ -82,29 +74,13 @@ def main() -> None:
                  else "zero-shot: the base LLM (the bundle has no \"explain\" adapter)")
     if llm.item_labels:
         explainer += ", with the item pseudo-labels in its prompts"
-    port = _free_port()
-    env = {**os.environ, "SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_PORT": str(port),
-           "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
-           "SEQREC_RERANK_DEADLINE_MS": "180000", "SEQREC_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if _request(base + "/readyz", timeout=5).get("ready"):
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the service did not become ready; see its log above")
-            time.sleep(1)
+    env = {"SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": "180000",
+           "SEQREC_RERANK_DEADLINE_MS": "180000"}
+    with procs.service(env, Path(args.bundle).resolve(), main=True, timeout_s=600, omp_threads=None) as server:
+        base = server.url
         body = {"history": history, "k": args.k, "explain": True, **({"rerank": True} if rerank else {})}
         answer = _request(base + "/v1/recommend", body)
         titles = [_request(f"{base}/v1/items/{i}")["title"] for i in history[-5:]]
-    finally:
-        server.terminate()
-        server.wait(30)
     flags = "explain=true" + (", rerank=true" if rerank else "")
     print(f"\nPOST /v1/recommend  (test user {args.user}: {len(history)} most recent items, k={args.k}, {flags})")
     print("recent history: " + "; ".join(titles))

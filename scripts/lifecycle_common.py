@@ -8,12 +8,12 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,10 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from scripts import procs  # noqa: E402
 
 
 def machine() -> str:
@@ -78,37 +82,27 @@ def histories(ids: list[str], n: int, seed: int = 0) -> list[list[str]]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def service(env: dict[str, str], log: Path, timeout_s: float = 120) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`python -m service` with SEQREC_* `env` on a free port; yields (process, base url) once /readyz is 200."""
-    port = free_port()
-    full = {**os.environ, "SEQREC_PORT": str(port), "SEQREC_LLM_BACKEND": "none", "SEQREC_LOG_LEVEL": "warning",
-            "OMP_NUM_THREADS": "1", **env}  # fmt: skip
-    with log.open("wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=full, stdout=f, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the service did not start:\n" + log.read_text()[-3000:])
-            time.sleep(0.2)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with procs.service(env, main=True, timeout_s=timeout_s, log=log) as running:
+        yield running.proc, running.url
+
+
+Run = Callable[[subprocess.Popen[bytes], str], Awaitable[dict[str, Any]]]
+
+
+def measure_and_report(args: Any, env: dict[str, str], run: Run, summarise: Callable[[dict[str, Any], Any], dict[str, Any]],
+                       table: Callable[[dict[str, Any]], list[str]]) -> None:  # fmt: skip
+    """The measurement scripts' common tail: `python -m service` with `env` (its log in --work), `run` against
+    it, then the summary written as docs/results/<--name>.md/.json and printed."""
+    where = machine()
+    with service(env, args.work / f"{args.name}-server.log") as (proc, url):
+        result = asyncio.run(run(proc, url))
+    summary = summarise(result, args)
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    path = write_report(args.name, command, summary, table(summary), where)
+    print(path.read_text())
 
 
 @dataclass

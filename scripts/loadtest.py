@@ -19,12 +19,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +29,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "scripts" / "loadtest" / "recommend.lua"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from scripts.procs import Redis, free_port, server, uvicorn_cmd  # noqa: E402
 
 
 def catalogue_ids(bundle: Path) -> list[str]:
@@ -74,60 +75,15 @@ def run_wrk(
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def server(cmd: list[str], env: dict[str, str], port: int, ready_path: str, timeout: float = 300) -> Iterator[str]:
-    # the server's log goes to a file: a pipe nobody reads fills up and blocks the server
-    log_path = Path(tempfile.mkstemp(prefix="loadtest-server-", suffix=".log")[1])
-    log = log_path.open("w")
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + ready_path, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{cmd} not ready after {timeout}s")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A throw-away redis-server (no persistence, loopback only); yields its URL."""
-    port = _free_port()
-    cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with tempfile.TemporaryDirectory(prefix="loadtest-redis-") as d:
+        redis = Redis(Path(d), persist=False).start()
+        try:
+            yield redis.url
+        finally:
+            redis.stop()
 
 
 def auth_env(redis_url: str) -> tuple[str, dict[str, str]]:
@@ -146,19 +102,19 @@ def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]
     reached: the cost of the checks), all three running side by side and driven in turn for --rounds
     rounds, so that other jobs on the machine weigh on all three alike. Reports the median round."""
     py, opts = sys.executable, ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
-    ports = [_free_port() for _ in range(3)]
+    ports = [free_port() for _ in range(3)]
     bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(ports[0]), *opts]
-    svc = [[py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(p), *opts] for p in ports[1:]]
+    svc = [uvicorn_cmd(p, *args.uvicorn_opt) for p in ports[1:]]
     env = {"SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_LOG_LEVEL": "warning",
            "SEQREC_LLM_BACKEND": "none"}
     names = ["bare_fastapi", "service_no_explain", "service_auth_ratelimit"]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with redis_server() as redis_url:
         key, auth = auth_env(redis_url)
-        with server(bare, {}, ports[0], "/docs") as bare_url, \
-                server(svc[0], env, ports[1], "/readyz") as svc_url, \
-                server(svc[1], {**env, **auth}, ports[2], "/readyz") as auth_url:
-            targets = list(zip(names, [bare_url, svc_url, auth_url], ["", "", key], strict=True))
+        with server(bare, {}, ports[0], "/docs") as bare_srv, server(svc[0], env, ports[1]) as svc_srv, \
+                server(svc[1], {**env, **auth}, ports[2]) as auth_srv:
+            urls = [bare_srv.url, svc_srv.url, auth_srv.url]
+            targets = list(zip(names, urls, ["", "", key], strict=True))
             for _, url, api_key in targets:
                 run_wrk(url, bodies, args.concurrency, 3, api_key=api_key)  # warm-up
             for _ in range(args.rounds):
@@ -191,27 +147,27 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         return auth_bench(args, plain, n)
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration}
     uvicorn_opts = ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
-    port = _free_port()
+    port = free_port()
     bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(port), *uvicorn_opts]
-    with server(bare, {}, port, "/docs") as url:
+    with server(bare, {}, port, "/docs") as srv:
+        url = srv.url
         run_wrk(url, plain, args.concurrency, 3)  # warm-up
         report["bare_fastapi"] = run_wrk(url, plain, args.concurrency, args.duration)
     env = {"SEQREC_BUNDLE_DIR": str(Path(args.bundle).resolve()), "SEQREC_LOG_LEVEL": "warning"}
-    def svc(port: int) -> list[str]:
-        return [py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port), *uvicorn_opts]
-
-    port = _free_port()
-    with server(svc(port), {**env, "SEQREC_LLM_BACKEND": "none"}, port, "/readyz") as url:
+    port = free_port()
+    with server(uvicorn_cmd(port, *args.uvicorn_opt), {**env, "SEQREC_LLM_BACKEND": "none"}, port) as srv:
+        url = srv.url
         run_wrk(url, plain, args.concurrency, 3)
         report["service_no_explain"] = run_wrk(url, plain, args.concurrency, args.duration)
     report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
     report["command"] = "python scripts/loadtest.py " + " ".join(sys.argv[1:])
     _save(report, Path(args.out))  # kept even if the slower explanation run below fails
     if not args.skip_explain:
-        port = _free_port()
+        port = free_port()
         llm_env = {**env, "SEQREC_LLM_BACKEND": args.llm_backend, "SEQREC_EXPLAIN_DEADLINE_MS": str(args.deadline_ms)}
         report["explain_backend"] = args.llm_backend
-        with server(svc(port), llm_env, port, "/readyz") as url:
+        with server(uvicorn_cmd(port, *args.uvicorn_opt), llm_env, port) as srv:
+            url = srv.url
             for c in args.explain_concurrency:
                 run_wrk(url, explained, 1, 5, timeout=60)  # warm-up
                 report[f"service_explain_k5_c{c}"] = run_wrk(url, explained, c, args.explain_duration, timeout=60)

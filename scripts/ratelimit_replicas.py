@@ -33,8 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from loadtest import _free_port, redis_server, server  # noqa: E402
+from loadtest import redis_server  # noqa: E402
 
+from scripts.procs import free_port, server, uvicorn_cmd  # noqa: E402
 from service.auth.keys import entry_json, new_key  # noqa: E402
 
 
@@ -207,17 +208,15 @@ def main() -> None:
         return
     raw, entry = new_key("loadtest", ["recommend"])
     bodies = random_bodies(api_item_ids(bundle), 2000)
-    py = sys.executable
     with redis_server() as redis_url:
         env = {
             "SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_LLM_BACKEND": "none", "SEQREC_LOG_LEVEL": "warning",
             "SEQREC_REDIS_URL": redis_url, "SEQREC_API_KEYS": f"[{entry_json(entry)}]",
             "SEQREC_RATE_LIMIT_PER_S": str(args.rate), "SEQREC_RATE_LIMIT_BURST": str(args.burst),
         }  # fmt: skip
-        ports = [_free_port(), _free_port()]
-        cmds = [[py, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(p),
-                 "--log-level", "warning", "--no-access-log"] for p in ports]  # fmt: skip
-        with server(cmds[0], env, ports[0], "/readyz") as a, server(cmds[1], env, ports[1], "/readyz") as b:
+        ports = [free_port(), free_port()]
+        with server(uvicorn_cmd(ports[0]), env, ports[0]) as srv_a, server(uvicorn_cmd(ports[1]), env, ports[1]) as srv_b:
+            a, b = srv_a.url, srv_b.url
             per_replica = asyncio.run(drive_all([a, b], raw, bodies, args))
             report = summarise(per_replica, args)
             for metric in ("seqrec_rate_limited_total", "seqrec_ratelimit_errors_total"):

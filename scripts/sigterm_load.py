@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,8 @@ from lifecycle_common import (
     client_loop,
     fixture_bundles,
     histories,
-    machine,
+    measure_and_report,
     percentiles,
-    service,
-    write_report,
 )
 
 
@@ -171,17 +167,11 @@ def main() -> None:
     p.add_argument("--slow-upload", type=float, default=3.0, help="seconds a slow client takes to send its body")
     p.add_argument("--name", default="sigterm-load")
     args = p.parse_args()
-    where = machine()
     args.work.mkdir(parents=True, exist_ok=True)
     bundle = args.bundle.resolve() if args.bundle else fixture_bundles(args.work)[0]
     env = {"SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_BUNDLE_WATCH_S": "0", "SEQREC_SHUTDOWN_DRAIN_S": str(args.drain),
            "SEQREC_SHUTDOWN_GRACE_S": "20"}  # fmt: skip
-    with service(env, args.work / "sigterm-server.log") as (proc, url):
-        run = asyncio.run(drive(proc, url, args, bundle))
-    summary = summarise(run, args)
-    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    path = write_report(args.name, command, summary, table(summary), where)
-    print(path.read_text())
+    measure_and_report(args, env, lambda proc, url: drive(proc, url, args, bundle), summarise, table)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,9 @@ import json
 import logging
 import os
 import random
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +21,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from scripts import procs  # noqa: E402
+from scripts.procs import Redis, free_port  # noqa: E402,F401  (the faults' shared toolkit)
+from scripts.procs import Running as Service  # noqa: E402
 
 logger = logging.getLogger("faults")
 
@@ -58,12 +57,6 @@ class FaultResult:
         return {**asdict(self), "passed": self.passed}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -79,100 +72,15 @@ def latency_summary(ms: list[float]) -> dict[str, float]:
 # --- Redis ----------------------------------------------------------------------------------------------
 
 
-class Redis:
-    """A redis-server in the foreground (so it can be SIGKILLed), on its own port and directory."""
-
-    def __init__(self, workdir: Path, appendfsync: str = "always", port: int | None = None) -> None:
-        if shutil.which("redis-server") is None:
-            raise SystemExit("redis-server is not installed: apt-get install -y redis-server")
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.appendfsync = appendfsync
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 10) -> Redis:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-               "--appendonly", "yes", "--appendfsync", self.appendfsync, "--save", ""]  # fmt: skip
-        log = (self.dir / "redis.log").open("a")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while self.cli("ping") != "PONG":
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(self.dir / 'redis.log').read_text()[-1000:]}")
-            time.sleep(0.05)
-        return self
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
-        return done.stdout.strip()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final AOF rewrite (what a crash or the OOM killer does)."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.cli("shutdown", "nosave")
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 # --- the service ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class Service:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-@contextmanager
 def service(bundle: Path, env: dict[str, str], timeout_s: float = 180,
-            extra_args: tuple[str, ...] = ()) -> Iterator[Service]:  # fmt: skip
-    """`python -m uvicorn --factory service.main:create_app` on a free port, its log in a file; yields once
-    /readyz answers 200."""
-    port = free_port()
-    log = Path(tempfile.mkstemp(prefix="fault-service-", suffix=".log")[1])
-    full_env = {**os.environ, "SEQREC_BUNDLE_DIR": str(bundle), "SEQREC_LOG_LEVEL": "warning",
-                "OMP_NUM_THREADS": "1", **env}  # fmt: skip
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.main:create_app", "--port", str(port),
-           "--log-level", "warning", "--no-access-log", *extra_args]  # fmt: skip
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the service was not ready after {timeout_s} s: {log.read_text()[-2000:]}")
-            time.sleep(0.25)
-        yield Service(url, proc, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            extra_args: tuple[str, ...] = ()) -> contextlib.AbstractContextManager[Service]:  # fmt: skip
+    """The service under uvicorn on a free port serving `bundle`, its log in a file; entered once /readyz
+    answers 200."""
+    return procs.service(env, bundle, extra_args=extra_args, timeout_s=timeout_s,
+                         log=Path(tempfile.mkstemp(prefix="fault-service-", suffix=".log")[1]))
 
 
 def rss_kib(pid: int) -> int:

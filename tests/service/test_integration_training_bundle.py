@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recbundle import load_manifest
+from scripts.procs import free_port
 from service.api.protocol import RecommendResponse
 from service.main import create_app
 from service.settings import Settings
-from tests.service.conftest import RedisServer, free_port
+from tests.service.conftest import RedisServer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-100k"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/ml-100k")

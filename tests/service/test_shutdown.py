@@ -6,11 +6,9 @@ written by the tiny Llama that runs on past the listener's close."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.conftest import free_port
+from scripts import procs
 from tests.service.sse import parse_sse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,29 +25,10 @@ DRAIN_S = 1.5
 
 
 def _start(bundle_dir: Path, tmp_path: Path, **extra: str) -> Iterator[tuple[subprocess.Popen[bytes], str, int]]:
-    port = free_port()
-    env = {**os.environ, "SEQREC_BUNDLE_DIR": str(bundle_dir), "SEQREC_LLM_BACKEND": "none", "SEQREC_PORT": str(port),
-           "SEQREC_SHUTDOWN_DRAIN_S": str(DRAIN_S), "SEQREC_SHUTDOWN_GRACE_S": "20", "SEQREC_BUNDLE_WATCH_S": "0",
-           "OMP_NUM_THREADS": "1", **extra}  # fmt: skip
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, (tmp_path / "server.log").read_text()
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("the server did not become ready: " + (tmp_path / "server.log").read_text()[-3000:])
-    yield proc, url, port
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    env = {"SEQREC_SHUTDOWN_DRAIN_S": str(DRAIN_S), "SEQREC_SHUTDOWN_GRACE_S": "20", "SEQREC_BUNDLE_WATCH_S": "0",
+           **extra}  # fmt: skip
+    with procs.service(env, bundle_dir, main=True, timeout_s=90, log=tmp_path / "server.log") as running:
+        yield running.proc, running.url, int(running.url.rsplit(":", 1)[1])
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.service.conftest import ClientFactory, free_port
+from scripts.procs import free_port
+from tests.service.conftest import ClientFactory
 from tests.service.ids import exts
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.service.conftest import ClientFactory, RedisServer, free_port
+from scripts.procs import free_port
+from tests.service.conftest import ClientFactory, RedisServer
 from tests.service.ids import dense_items, exts
 
 

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from scripts.procs import free_port
 from service.auth.ratelimit import MemoryBucket
 from tests.service.auth.conftest import ITEM, Keys, make_keys
-from tests.service.conftest import ClientFactory, RedisServer, free_port
+from tests.service.conftest import ClientFactory, RedisServer
 
 PATH = f"/v1/items/{ITEM}"
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from scripts.procs import free_port
 from service.errors import StoreUnavailable
 from service.sessions.base import SessionStore
 from service.sessions.memory import InMemoryStore
 from service.sessions.redis_store import RedisStore
-from tests.service.conftest import free_port
 
 StoreFactory = Callable[..., SessionStore]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.service.conftest import free_port
+from scripts.procs import free_port
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ml-100k"
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data/ml-100k")
