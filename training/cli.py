@@ -113,10 +113,15 @@ def _llm_method(method: str, args: argparse.Namespace, cfg: Any, ds: Any, split:
     import importlib
 
     from training.pipeline import output_dir
+    from training.train import distributed
 
     chain = importlib.import_module(f"training.llm.{method}.chain")
     report = importlib.import_module(f"training.llm.{method}.report")
     run = chain.run_chain(cfg, ds, split, command)
+    world = distributed.current()
+    distributed.teardown()
+    if not world.is_main:  # rank 0 reports and exports
+        return 0
     labels = f"; labels: {run.report['label_source']}" if "label_source" in run.report else ""
     print(f"\n## {cfg.name}: {method}, mean ± std over seeds {cfg.eval.seeds}{labels}\n")
     print(run.report["table"])
@@ -151,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.train import distributed
 
     cfg = _config(args)
-    world = distributed.setup() if args.command in ("train", "run") else distributed.World()
+    # under torchrun: the SR trainer and the LLM stages split their batches across the processes
+    world = distributed.setup() if args.command in ("train", "run", "delrec", "relrec") else distributed.World()
     ds, split = pipeline.prepare_stage(cfg)
     if args.command == "prepare":
         print(pipeline.format_stats(ds))

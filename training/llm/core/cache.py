@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from training.train import distributed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,10 +55,20 @@ def cached(
     load: Callable[[Path], T],
 ) -> tuple[T, Path]:
     """Run `compute(folder)` (which writes the stage's files) unless a finished folder for this key
-    exists; then `load(folder)`. Returns (loaded value, folder)."""
+    exists; then `load(folder)`. Returns (loaded value, folder).
+
+    Under torchrun every rank runs `compute` (its training and scoring are split across the ranks); rank 0
+    writes the folder, the others write into a scratch folder that is thrown away, then read rank 0's.
+    Whether the stage is cached is rank 0's decision, so no rank skips work the others do."""
     folder = stage_dir(out_root, stage, config, inputs_fingerprint)
-    if (folder / DONE).is_file():
+    world = distributed.current()
+    if distributed.on_main((folder / DONE).is_file):
         log.info("%s: cached at %s", stage, folder)
+        return load(folder), folder
+    if not world.is_main:
+        with tempfile.TemporaryDirectory(prefix=f"{stage}-rank{world.rank}-") as scratch:
+            compute(Path(scratch))
+        world.barrier()  # rank 0 has renamed its finished folder
         return load(folder), folder
     partial = folder.with_name(folder.name + ".partial")
     if partial.exists():
@@ -74,6 +87,7 @@ def cached(
         shutil.rmtree(folder)
     partial.rename(folder)
     log.info("%s: computed in %.1f s -> %s", stage, meta["wall_s"], folder)
+    world.barrier()
     return load(folder), folder
 
 

@@ -24,6 +24,7 @@ from recbundle.rerank import RerankSpec, label_token_ids, rank_prompt
 from training.device import model_device
 from training.llm.core.model import decoder_of, pad_batch
 from training.llm.core.soft_prompt import SoftPrompt
+from training.train import distributed
 
 
 @dataclass
@@ -89,13 +90,16 @@ class LabelRanker:
     def scores(
         self, model: Any, items: Sequence[RankItem], soft: SoftPrompt | None = None, batch_size: int = 8
     ) -> np.ndarray:
-        """(N, C) log-probabilities over the C labels for every item (eval mode), in `items` order."""
+        """(N, C) log-probabilities over the C labels for every item (eval mode), in `items` order. Under
+        torchrun each rank scores its share and every rank gets all rows (every rank must call this)."""
         model.eval()
-        out = []
-        for start in range(0, len(items), batch_size):
-            logits = self.logits(model, items[start : start + batch_size], soft).float()
+        world = distributed.current()
+        mine = distributed.share(items, world)
+        out = [np.zeros((0, len(self.label_ids)), dtype=np.float32)]
+        for start in range(0, len(mine), batch_size):
+            logits = self.logits(model, mine[start : start + batch_size], soft).float()
             out.append(torch.log_softmax(logits, dim=-1).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.label_ids)), dtype=np.float32)
+        return distributed.gather_rows(np.concatenate(out), world)
 
 
 def label_logits(

@@ -92,8 +92,12 @@ class TextScorer:
     def loss(self, model: Any, items: Sequence[TextItem], soft: SoftPrompt | None = None) -> torch.Tensor:
         """Mean negative log-likelihood per target token over the batch (token-weighted, as Hugging Face's
         causal-LM loss with prompt labels set to -100)."""
+        return self.loss_and_count(model, items, soft)[0]
+
+    def loss_and_count(self, model: Any, items: Sequence[TextItem], soft: SoftPrompt | None = None) -> tuple[torch.Tensor, int]:
+        """(`loss`, the number of target tokens it averages over)."""
         logp, _ = self.target_logprobs(model, items, soft)
-        return -logp.sum() / max(1, logp.numel())
+        return -logp.sum() / max(1, logp.numel()), logp.numel()
 
     @torch.no_grad()
     def nll(

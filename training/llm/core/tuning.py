@@ -36,6 +36,7 @@ from torch import nn
 from training.llm.core.ranker import LabelRanker, RankItem
 from training.llm.core.soft_prompt import SoftPrompt
 from training.llm.core.text_task import TextItem, TextScorer
+from training.train import distributed
 
 log = logging.getLogger(__name__)
 TaskItem = RankItem | TextItem
@@ -144,11 +145,31 @@ def _prepared(item: TaskItem, rng: np.random.Generator) -> TaskItem:
 
 
 def task_loss(model: Any, ranker: LabelRanker, text: TextScorer, items: Sequence[TaskItem],
-              soft: SoftPrompt | None) -> torch.Tensor:
-    """The loss of one task's batch, chosen by the kind of its items (a task holds one kind)."""
+              soft: SoftPrompt | None) -> tuple[torch.Tensor, int]:
+    """(the mean loss of one task's batch, what it averages over): items for ranking questions, target tokens
+    for text items (a task holds one kind)."""
     if isinstance(items[0], TextItem):
-        return text.loss(model, items, soft)  # type: ignore[arg-type]
-    return ranker.loss(model, items, soft)  # type: ignore[arg-type]
+        return text.loss_and_count(model, items, soft)  # type: ignore[arg-type]
+    return ranker.loss(model, items, soft), len(items)  # type: ignore[arg-type]
+
+
+def _task_grads(model: Any, ranker: LabelRanker, text: TextScorer, soft: SoftPrompt | None,
+                items: Sequence[TaskItem], params: list[nn.Parameter]) -> tuple[tuple[torch.Tensor, ...], float]:
+    """(gradients, loss) of one task's global batch. Under torchrun each rank takes its share and the
+    shares are averaged by weight (training/train/distributed.py), which gives the one-process figures."""
+    world = distributed.current()
+    mine = distributed.share(items, world)
+    if mine:
+        loss, weight = task_loss(model, ranker, text, mine, soft)
+        raw = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(raw, params, strict=True))
+        value = loss.item()
+    else:  # a batch smaller than the world: this rank adds nothing
+        grads, value, weight = tuple(torch.zeros_like(p) for p in params), 0.0, 0
+    if not world.distributed:
+        return grads, value
+    averaged, value = distributed.average_grads(grads, value, float(weight))
+    return tuple(averaged), value
 
 
 def _step(
@@ -164,10 +185,7 @@ def _step(
     grads: dict[str, tuple[torch.Tensor, ...]] = {}
     losses: dict[str, float] = {}
     for task, items in batch.items():
-        loss = task_loss(model, ranker, text, items, soft)
-        grads[task] = torch.autograd.grad(loss, params, allow_unused=True)
-        grads[task] = tuple(torch.zeros_like(p) if g is None else g for g, p in zip(grads[task], params, strict=True))
-        losses[task] = loss.item()
+        grads[task], losses[task] = _task_grads(model, ranker, text, soft, items, params)
     if cfg.weighting == "gradnorm" and len(grads) > 1:
         weights = _gradnorm_weights(grads, cfg.gradnorm_alpha)
     else:

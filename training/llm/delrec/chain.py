@@ -36,6 +36,7 @@ from training.llm.delrec.pipeline import (
     stage2,
 )
 from training.models import SequentialRecommender
+from training.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def teacher_config(cfg: RunConfig, dcfg: DelRecConfig) -> RunConfig:
 
 def ensure_teacher(tcfg: RunConfig, split: Split) -> tuple[list[dict[str, Any]], SequentialRecommender, int]:
     runs = pipeline.train_stage(tcfg, split, [tcfg.teacher.model])[tcfg.teacher.model]
-    meta = json.loads((pipeline.export_teacher(tcfg, split) / "teacher.json").read_text())
+    meta = json.loads((distributed.on_main(pipeline.export_teacher, tcfg, split) / "teacher.json").read_text())
     model = pipeline.load_trained(tcfg, tcfg.model_spec(meta["model"]), meta["seed"], split.n_items)
     return runs, model, int(meta["seed"])
 
@@ -147,7 +148,7 @@ def run_chain(cfg: RunConfig, ds: SequenceDataset, split: Split, command: str = 
         per_seed[seed], s1_dirs[seed], s2_dirs[seed] = _run_seed(
             dcfg, seed, split, q, titles, teacher, cand_s[seed] | retrieval_s, inputs, root)
     sasrec_rows = [ev.cand_metrics(cand_s[s]["test"], q.test) for s in cfg.eval.seeds]
-    report = build_report(cfg, dcfg, q, sasrec_rows, ev.cand_metrics(zero["test"], q.test) if zero else None,
+    report = distributed.on_main(build_report, cfg, dcfg, q, sasrec_rows, ev.cand_metrics(zero["test"], q.test) if zero else None,
                           per_seed, zero["_info"] if zero else {}, command)
     best = max(per_seed, key=lambda s: (per_seed[s]["valid_hr1"], -s))
     return DelRecRun(cfg, dcfg, report, best, s1_dirs, s2_dirs, tcfg, teacher_seed)

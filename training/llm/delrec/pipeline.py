@@ -189,7 +189,10 @@ def inputs_fingerprint(split: Split, titles: list[str | None], teacher_fp: str) 
 
 
 def set_threads() -> None:
-    """Use every core for the LLM (the SR trainer may have lowered it)."""
+    """Use every core for the LLM (the SR trainer may have lowered it), shared among the processes torchrun
+    started on this machine."""
     import os
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from training.train.distributed import local_size
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_size()))

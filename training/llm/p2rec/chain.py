@@ -30,7 +30,7 @@ from training.llm.p2rec.config import P2RecConfig, p2rec_config
 from training.llm.p2rec.pipeline import P2RecResult, run_p2rec
 from training.llm.p2rec.report import gains_table, p2rec_sections, regime_sections
 from training.models import SequentialRecommender, build_model
-from training.train import make_score_fn
+from training.train import distributed, make_score_fn
 
 log = logging.getLogger(__name__)
 REPORT_NAME = "p2rec_report.md"
@@ -60,7 +60,7 @@ def check_models(cfg: RunConfig, n_items: int) -> None:
 def ensure_teacher(cfg: RunConfig, split: Split) -> tuple[list[dict[str, Any]], Path]:
     """The teacher's per-seed results (trained only where not cached) and its export folder."""
     runs = pipeline.train_stage(cfg, split, [cfg.teacher.model])[cfg.teacher.model]
-    return runs, pipeline.export_teacher(cfg, split)
+    return runs, distributed.on_main(pipeline.export_teacher, cfg, split)
 
 
 def teacher_score_fn(cfg: RunConfig, split: Split, teacher_dir: Path) -> ScoreFn:

@@ -42,6 +42,7 @@ from training.llm.relrec.pipeline import (
     tune_stage,
 )
 from training.llm.relrec.quality import QualityConfig, label_quality
+from training.train import distributed
 
 if TYPE_CHECKING:
     from recbundle import LLMRef
@@ -114,7 +115,7 @@ def run_chain(cfg: RunConfig, ds: SequenceDataset, split: Split, command: str = 
     best = _best_seed(relrec["per_seed"])
     titles: list[str | None] = [None] + [m.title for m in ds.items]
     adapter = tune_stage(rcfg, best, split, q, titles, labels, True, inputs, root)  # cached by run_relrec
-    report = build_report(cfg, rcfg, sasrec, relrec, quality, command)
+    report = distributed.on_main(build_report, cfg, rcfg, sasrec, relrec, quality, command)
     return RelRecRun(cfg, rcfg, report, best, adapter, labels[0], tcfg, teacher_seed)
 
 

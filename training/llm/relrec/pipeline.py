@@ -27,6 +27,7 @@ from training.llm.relrec.config import RelRecConfig
 from training.llm.relrec.labels import PseudoLabels, build_labels
 from training.llm.relrec.perplexity import EXPLANATIONS, heldout_review_texts, language_report
 from training.llm.relrec.tune import META, build_tasks, save_adapter, tune_relrec
+from training.train import distributed
 
 if TYPE_CHECKING:
     from training.config import RunConfig
@@ -191,7 +192,8 @@ def run_relrec(cfg: RelRecConfig, run_cfg: RunConfig, ds: SequenceDataset, split
         "rows": rows, "language": language, "base_language": base_language, "per_seed": per_seed,
         "config": asdict(cfg),
     }
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / REPORT).write_text(json.dumps(report, indent=1, default=str))
-    log.info("ReLRec report: %s", out_root / REPORT)
+    if distributed.current().is_main:  # under torchrun every rank has the same report; one writes it
+        out_root.mkdir(parents=True, exist_ok=True)
+        (out_root / REPORT).write_text(json.dumps(report, indent=1, default=str))
+        log.info("ReLRec report: %s", out_root / REPORT)
     return report
