@@ -57,6 +57,10 @@ def _backend(name: str, servers: dict[str, int], balance: str, check_ms: int) ->
         "    option httpchk GET /readyz",
         "    http-check expect status 200",
         f"    default-server check inter {check_ms}ms fall 2 rise 1",
+        # a crashed replica refuses connections at once, and leastconn favours the server with the fewest
+        # connections (the dead one): without this every request until the next failed check goes there first
+        # and is replayed; 10 connection errors in a row take it out within milliseconds
+        "    default-server observe layer4 error-limit 10 on-error mark-down",
     ]
     return lines + [f"    server {srv} 127.0.0.1:{port}" for srv, port in servers.items()]
 

@@ -111,7 +111,6 @@ class Call:
     end: float
     outcome: str  # "200", another status, or the exception's class name
     bundle_id: str | None = None
-    served_by: str | None = None  # the X-Served-By header a load balancer adds (scripts/topology.py)
 
 
 async def client_loop(
@@ -125,7 +124,7 @@ async def client_loop(
         try:
             r = await http.post(f"{url}/v1/recommend", json=body)
             bundle = r.json().get("bundle_id") if r.status_code == 200 else None
-            calls.append(Call(start, time.monotonic(), str(r.status_code), bundle, r.headers.get("x-served-by")))
+            calls.append(Call(start, time.monotonic(), str(r.status_code), bundle))
         except httpx.HTTPError as e:
             calls.append(Call(start, time.monotonic(), type(e).__name__))
             await asyncio.sleep(0.05)  # a refused connection answers at once: do not spin

@@ -5,7 +5,7 @@ calls. Measured in one run:
 
 1. sessions across replicas: each session created through replica r1's own port, appended to through r2's,
    read back through r1, r2 and the balancer;
-2. a replica stopped under load: closed-loop clients through HAProxy (POST /v1/recommend, varied histories),
+2. a replica stopped under load: wrk through HAProxy (POST /v1/recommend, the same bodies as below),
    the last replica gets SIGTERM (graceful: /readyz 503, drain, in-flight requests finish), is restarted on its
    port, then gets SIGKILL; failed requests against the requests it held at that moment (HAProxy's log: those
    it had forwarded there and not yet answered; the replica's own in-flight gauge as a cross-check);
@@ -45,9 +45,7 @@ for p in (REPO, REPO / "scripts"):
 
 from scripts import balancer, procs  # noqa: E402
 from scripts.lifecycle_common import (  # noqa: E402
-    Call,
     catalogue_ids,
-    client_loop,
     fixture_bundles,
     histories,
     machine,
@@ -148,30 +146,27 @@ async def replica_inflight(http: httpx.AsyncClient, url: str) -> float | None:
 
 
 async def stop_under_load(topo: Topology, victim: str, sig: signal.Signals, args: argparse.Namespace,
-                          bodies: list[list[str]]) -> dict[str, Any]:  # fmt: skip
-    """Closed-loop clients through HAProxy; `sig` to `victim` after --before s; load for --after s more."""
+                          bodies: Path) -> dict[str, Any]:  # fmt: skip
+    """wrk through HAProxy (--clients connections, C: the replicas, not the driver, are the bottleneck, so
+    requests really are in flight at them); `sig` to `victim` after --before s; --after s more of load."""
     assert topo.lb is not None
-    proc, stop = topo.replicas[victim].proc, asyncio.Event()
-    calls: list[Call] = []
-    states: list[tuple[float, str]] = []
-    limits = httpx.Limits(max_connections=args.clients + 4)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http, httpx.AsyncClient(timeout=5) as probe:
-        tasks = [asyncio.create_task(client_loop(http, topo.lb.url, bodies, stop, calls, i))
-                 for i in range(args.clients)]  # fmt: skip
+    proc, states = topo.replicas[victim].proc, []
+    wall_start = time.time()
+    duration = round(args.before + args.after)
+    wrk = asyncio.create_task(asyncio.to_thread(run_wrk, topo.lb.url, bodies, args.clients, duration))
+    async with httpx.AsyncClient(timeout=5) as probe:
         await asyncio.sleep(args.before)
         t_scrape = time.monotonic()
         gauge = await replica_inflight(probe, topo.replicas[victim].url)
         t_signal, wall = time.monotonic(), time.time()
         proc.send_signal(sig)
-        while time.monotonic() - t_signal < args.after:
+        while not wrk.done():
             text = (await probe.get(f"{topo.lb.url}{balancer.STATS};csv")).text
             states.append((round(time.monotonic() - t_signal, 2), balancer.server_status(text, "api", victim)))
             await asyncio.sleep(0.1)
-        stop.set()
-        await asyncio.gather(*tasks)
     returncode = await asyncio.to_thread(proc.wait, 30)
     await asyncio.sleep(0.3)  # HAProxy writes a request's log line when it ends; let the last ones land
-    return {"signal": sig.name, "victim": victim, "calls": calls, "t_signal": t_signal, "wall_signal": wall,
+    return {"signal": sig.name, "victim": victim, "wrk": await wrk, "wall_start": wall_start, "wall_signal": wall,
             "gauge": gauge, "gauge_scraped_ms_before": round(1000 * (t_signal - t_scrape), 1),
             "states": states, "returncode": returncode, "log": balancer.read_log(topo.lb.log)}  # fmt: skip
 
@@ -218,23 +213,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["sessions"] = asyncio.run(sessions_across(topo, items, args.sessions))
         if args.rounds:
             out["throughput"] = throughput(topo, bodies_path, args)
-        out.update(stop_cases(topo, args, hists))
+        out.update(stop_cases(topo, args, bodies_path))
     return out
 
 
-def stop_cases(topo: Topology, args: argparse.Namespace, hists: list[list[str]]) -> dict[str, Any]:
+def stop_cases(topo: Topology, args: argparse.Namespace, bodies: Path) -> dict[str, Any]:
     """SIGTERM to the last replica, its restart on the same port, then SIGKILL to it (--faults picks)."""
     assert topo.lb is not None
     victim, out = f"r{args.replicas}", {}
     if "sigterm" in args.faults:
-        out["sigterm"] = summarise_fault(asyncio.run(stop_under_load(topo, victim, signal.SIGTERM, args, hists)))
+        out["sigterm"] = summarise_fault(asyncio.run(stop_under_load(topo, victim, signal.SIGTERM, args, bodies)))
         if "sigkill" in args.faults:
             t_restart = time.monotonic()
             topo.restart(victim)
             asyncio.run(_wait_up(topo.lb, victim))
             out["restart_to_back_in_rotation_s"] = round(time.monotonic() - t_restart, 2)
     if "sigkill" in args.faults:
-        out["sigkill"] = summarise_fault(asyncio.run(stop_under_load(topo, victim, signal.SIGKILL, args, hists)))
+        out["sigkill"] = summarise_fault(asyncio.run(stop_under_load(topo, victim, signal.SIGKILL, args, bodies)))
     return out
 
 
@@ -254,7 +249,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--llm", default="none", choices=["none", "remote"],
                    help="remote: one service.llm.remote_server for every replica (SEQREC_LLM_BACKEND=openai)")
     p.add_argument("--sessions", type=int, default=200)
-    p.add_argument("--clients", type=int, default=32, help="closed-loop clients in the stop-under-load runs")
+    p.add_argument("--clients", type=int, default=32, help="wrk connections in the stop-under-load runs")
     p.add_argument("--before", type=float, default=5.0, help="seconds of load before the signal")
     p.add_argument("--after", type=float, default=6.0, help="seconds of load after the signal")
     p.add_argument("--drain", type=float, default=2.0, help="SEQREC_SHUTDOWN_DRAIN_S of every replica")

@@ -6,44 +6,45 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from scripts.lifecycle_common import Call, percentiles
+from scripts.lifecycle_common import percentiles
 
 
 def summarise_fault(run: dict[str, Any]) -> dict[str, Any]:
-    """Failed requests against the requests the stopped replica held at the signal. "Held" comes from HAProxy's
-    log: requests it had received before the signal, not answered at it, that it had forwarded to the victim
-    (answered by it later, failed there, or replayed on another replica: "+N" retries). The replica's own
-    gauge (requests inside its handlers, scraped just before the signal) undercounts: it misses requests
-    still being read or queued in its event loop."""
-    calls: list[Call] = run["calls"]
-    ts, wall, victim = run["t_signal"], run["wall_signal"], run["victim"]
-    failed = [c for c in calls if c.outcome != "200"]
-    api = [e for e in run["log"] if e.backend == "api" and e.path.startswith("/v1/recommend")]
+    """Failed requests (wrk's count: connection errors, timeouts, non-2xx) against the requests the stopped
+    replica held at the signal. "Held" comes from HAProxy's log: requests it had received before the signal
+    and not yet answered at it, which it had forwarded to the victim (answered by it later, failed there, or
+    replayed on another replica: "+N" retries). A request received just before the signal and forwarded just
+    after it (refused, replayed) counts too: a few ms of slack. The replica's own gauge (requests inside its
+    handlers, scraped just before the signal) undercounts: it misses requests being read or queued in its loop."""
+    wall, victim, wrk = run["wall_signal"], run["victim"], run["wrk"]
+    api = [e for e in run["log"] if e.backend == "api" and e.path.startswith("/v1/recommend")
+           and e.end_s >= run["wall_start"]]  # fmt: skip
+    before, after = [e for e in api if e.end_s < wall], [e for e in api if e.start_s > wall]
     held = [e for e in api if e.start_s <= wall < e.end_s and (e.server == victim or e.redispatched)]
-    replayed_after = [e for e in api if e.start_s > wall and e.retries > 0]
     down = next((t for t, st in run["states"] if st.startswith(("DOWN", "MAINT"))), None)
     return {
         "signal": run["signal"],
         "victim": victim,
-        "requests": len(calls),
-        "requests_before_signal": sum(c.start < ts for c in calls),
-        "failed": len(failed),
-        "failed_outcomes": dict(Counter(c.outcome for c in failed)),
+        "requests": wrk["requests"],
+        "requests_before_signal": len(before),
+        "failed": wrk["errors"],
+        "failed_non2xx": wrk["non2xx"],
+        "failed_in_haproxy_log": sum(e.status != 200 for e in api),
         "held_by_victim_at_signal": len(held),
         "held_outcomes": dict(Counter(f"{e.status} {'replayed on another replica' if e.redispatched else 'at ' + e.server}"
                                       for e in held)),  # fmt: skip
         "victim_inflight_gauge": run["gauge"],
         "gauge_scraped_ms_before_signal": run["gauge_scraped_ms_before"],
-        "inflight_at_signal_all_replicas": sum(c.start < ts < c.end for c in calls),
-        "sent_to_victim_after_signal_then_replayed": len(replayed_after),
-        "answered_by_victim_after_signal": sum(c.start > ts and c.served_by == victim for c in calls),
+        "inflight_at_signal_all_replicas": sum(e.start_s <= wall < e.end_s for e in api),
+        "sent_to_victim_after_signal_then_replayed": sum(e.retries > 0 for e in after),
+        "answered_by_victim_after_signal": sum(e.server == victim and e.status == 200 for e in after),
         "haproxy_marked_down_after_s": down,
-        "served_by_before": dict(Counter(c.served_by for c in calls if c.end < ts)),
-        "served_by_after": dict(Counter(c.served_by for c in calls if c.start > ts)),
-        "latency_before": percentiles([c.end - c.start for c in calls if c.end < ts and c.outcome == "200"]),
-        "latency_after": percentiles([c.end - c.start for c in calls if c.start >= ts and c.outcome == "200"]),
+        "served_by_before": dict(Counter(e.server for e in before)),
+        "served_by_after": dict(Counter(e.server for e in after)),
+        "latency_before": percentiles([e.end_s - e.start_s for e in before if e.status == 200]),
+        "latency_after": percentiles([e.end_s - e.start_s for e in after if e.status == 200]),
         "returncode": run["returncode"],
-        "criterion_met": len(failed) <= len(held) if run["signal"] == "SIGKILL" else not failed,
+        "criterion_met": wrk["errors"] <= len(held) if run["signal"] == "SIGKILL" else wrk["errors"] == 0,
     }
 
 
@@ -54,16 +55,18 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
         "",
         f"- requests: {f['requests']} ({f['requests_before_signal']} before the signal); served by "
         f"{f['served_by_before']} before, {f['served_by_after']} after",
-        f"- **failed: {f['failed']}** {f['failed_outcomes'] or ''}; **held by {f['victim']} at the signal: "
+        f"- **failed: {f['failed']}** (non-2xx {f['failed_non2xx']}; non-200 in HAProxy's log "
+        f"{f['failed_in_haproxy_log']}); **held by {f['victim']} at the signal: "
         f"{f['held_by_victim_at_signal']}** (HAProxy's log) -> {f['held_outcomes']}; its own in-flight gauge "
         f"{f['victim_inflight_gauge']} (scraped {f['gauge_scraped_ms_before_signal']} ms before); in flight "
-        f"through the balancer on all replicas: {f['inflight_at_signal_all_replicas']}",
+        f"through HAProxy on all replicas: {f['inflight_at_signal_all_replicas']}",
         f"- criterion ({crit}): **{'met' if f['criterion_met'] else 'NOT MET'}**",
         f"- HAProxy marked {f['victim']} down {f['haproxy_marked_down_after_s']} s after the signal; requests "
         f"sent to it after the signal and replayed on another replica: "
         f"{f['sent_to_victim_after_signal_then_replayed']}; answered by it after the signal: "
         f"{f['answered_by_victim_after_signal']}; exit code {f['returncode']}",
-        f"- latency before {f['latency_before']}, after {f['latency_after']}",
+        f"- latency (HAProxy's, request received to answer sent) before {f['latency_before']}, after "
+        f"{f['latency_after']}",
         "",
     ]
 
@@ -90,7 +93,7 @@ def table(s: dict[str, Any]) -> list[str]:
         f"({s['settings']['balance']}, /readyz checked every {s['settings']['check_ms']} ms, fall 2 rise 1; "
         "replays on conn-failure and empty-response, redispatched to another replica, for reads and POST "
         "/v1/recommend without a session only: scripts/balancer.py). Every process runs on loopback (no network "
-        "namespaces) and shares the machine's cores with the load driver (wrk or the Python clients).",
+        "namespaces) and shares the machine's cores with the load driver (wrk; Python clients for the sessions).",
         "",
         f"### Sessions across replicas: **{se['read_via_balancer']}/{se['sessions']} read back correctly** "
         f"through the balancer",
