@@ -98,6 +98,7 @@ class Balancer:
     url: str  # the `all` frontend
     url_one: str  # the `one` frontend
     log: Path
+    pid: int
 
 
 @contextmanager
@@ -110,7 +111,7 @@ def haproxy(servers: dict[str, int], work: Path, balance: str = "leastconn", che
     cfg.write_text(config(servers, port_all, port_one, balance, check_ms))
     log = work / "haproxy.log"
     with procs.server(["haproxy", "-f", str(cfg), "-db"], {}, port_all, MONITOR, timeout_s=20, log=log) as running:
-        yield Balancer(running.url, f"http://127.0.0.1:{port_one}", log)
+        yield Balancer(running.url, f"http://127.0.0.1:{port_one}", log, running.pid)
 
 
 def server_status(text: str, backend: str, server: str) -> str:

@@ -25,7 +25,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
+import resource
 import shlex
 import signal
 import sys
@@ -171,6 +173,25 @@ async def stop_under_load(topo: Topology, victim: str, sig: signal.Signals, args
             "states": states, "returncode": returncode, "log": balancer.read_log(topo.lb.log)}  # fmt: skip
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used, from /proc/<pid>/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk_with_cpu(url: str, bodies: Path, connections: int, duration: int, pids: dict[str, int]) -> dict[str, Any]:
+    """run_wrk, plus the cores each process used meanwhile (wrk's own from this process's waited children):
+    where 2 cores went."""
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = run_wrk(url, bodies, connections, duration)
+    used = {name: cpu_s(pid) - before[name] for name, pid in pids.items()}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["wrk"] = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    result["cpu_cores"] = {name: round(s / result["duration_s"], 2) for name, s in used.items()}
+    return result
+
+
 def throughput(topo: Topology, bodies: Path, args: argparse.Namespace) -> dict[str, Any]:
     """wrk against each target in turn, --rounds rounds (so other jobs weigh on every target alike)."""
     assert topo.lb is not None
@@ -181,9 +202,10 @@ def throughput(topo: Topology, bodies: Path, args: argparse.Namespace) -> dict[s
         for url in targets.values():
             run_wrk(url, bodies, args.connections, args.warmup)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    pids = {**{name: r.pid for name, r in topo.replicas.items()}, "haproxy": topo.lb.pid}
     for r in range(args.rounds):
         for name, url in targets.items():
-            runs[name].append(run_wrk(url, bodies, args.connections, args.duration))
+            runs[name].append(wrk_with_cpu(url, bodies, args.connections, args.duration, pids))
             logger.info("round %d %s: %.0f req/s", r + 1, name, runs[name][-1]["rps"])
     median = {name: sorted(rs, key=lambda x: x["rps"])[len(rs) // 2] for name, rs in runs.items() if rs}
     return {"connections": args.connections, "duration_s": args.duration, "rounds": args.rounds,

@@ -65,15 +65,19 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
         f"sent to it after the signal and replayed on another replica: "
         f"{f['sent_to_victim_after_signal_then_replayed']}; answered by it after the signal: "
         f"{f['answered_by_victim_after_signal']}; exit code {f['returncode']}",
+        *([f"- '200 at {f['victim']}' among the held requests: answers already leaving the replica when the signal "
+            "landed (HAProxy logs a request when the answer has passed through it)", ] if f["signal"] == "SIGKILL" else []),
         f"- latency (HAProxy's, request received to answer sent) before {f['latency_before']}, after "
         f"{f['latency_after']}",
         "",
     ]
 
 
-def _throughput_lines(t: dict[str, Any]) -> list[str]:
-    rows = [f"| {name.replace('_', ' ')} | {m['rps']:,.0f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {m['errors']} | "
-            f"{', '.join(f'{x:,.0f}' for x in t['rps_per_round'][name])} |" for name, m in t["median"].items()]  # fmt: skip
+def _throughput_lines(t: dict[str, Any], n: int) -> list[str]:
+    m = {name: x["rps"] for name, x in t["median"].items()}
+    rows = [f"| {name.replace('_', ' ')} | {x['rps']:,.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | "
+            f"{', '.join(f'{r:,.0f}' for r in t['rps_per_round'][name])} |" for name, x in t["median"].items()]  # fmt: skip
+    scale, hop = m[f"haproxy_{n}_replicas"] / m["haproxy_1_replica"], m["haproxy_1_replica"] / m["direct_1_replica"]
     return [
         f"### Throughput (wrk, {t['connections']} connections, {t['duration_s']} s per run, {t['rounds']} "
         "alternating rounds, median round by req/s)",
@@ -81,6 +85,17 @@ def _throughput_lines(t: dict[str, Any]) -> list[str]:
         "| target | req/s | p50 ms | p99 ms | errors | req/s per round |",
         "|---|---|---|---|---|---|",
         *rows,
+        "",
+        "CPU used during the median run, in cores (of 2): "
+        + "; ".join(f"{name.replace('_', ' ')}: " + ", ".join(f"{p} {c:.2f}" for p, c in x["cpu_cores"].items())
+                    for name, x in t["median"].items()) + ".",  # fmt: skip
+        "",
+        f"{n} replicas vs 1 behind HAProxy: **{scale:.2f}x**; HAProxy with 1 replica vs the replica direct: "
+        f"**{hop:.2f}x** (compare with the spread of the rounds). {n} replicas on 2 cores cannot double "
+        "throughput: each replica is one Python event loop (a core at most), and wrk and HAProxy run on the "
+        "same two cores (other engineers' jobs too: see the load average above), so a second replica can only take "
+        "what the driver, the balancer and the first replica leave. The balancer's own cost is the extra hop and its CPU on these "
+        "same cores; a ratio near 1 means it is within the noise of a shared machine, not that it is free.",
         "",
     ]
 
@@ -104,14 +119,7 @@ def table(s: dict[str, Any]) -> list[str]:
         "",
     ]
     if "throughput" in s:
-        lines += _throughput_lines(s["throughput"])
-        lines += [
-            f"{n} replicas on 2 cores cannot double throughput: one replica's event loop already uses most of a "
-            "core, and wrk, HAProxy and Redis take the rest of the second (other engineers' jobs too; see the load "
-            "average above). The gap between HAProxy with one replica and the replica direct is the balancer's "
-            "own cost (an extra hop and its CPU on the same cores).",
-            "",
-        ]
+        lines += _throughput_lines(s["throughput"], n)
     if "sigterm" in s:
         lines += _fault_lines(s["sigterm"], f"drain {s['settings']['drain']} s")
     if "restart_to_back_in_rotation_s" in s:
