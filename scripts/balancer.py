@@ -65,7 +65,8 @@ def _backend(name: str, servers: dict[str, int], balance: str, check_ms: int) ->
     return lines + [f"    server {srv} 127.0.0.1:{port}" for srv, port in servers.items()]
 
 
-def config(servers: dict[str, int], port_all: int, port_one: int, balance: str = "leastconn", check_ms: int = 500) -> str:
+def config(servers: dict[str, int], port_all: int, port_one: int, balance: str = "leastconn", check_ms: int = 500,
+           connect_ms: int = 250) -> str:  # fmt: skip
     """Two frontends: `all` balances over every replica, `one` sends everything to the first (the throughput
     runs compare them with the same HAProxy and the same checks)."""
     first = next(iter(servers))
@@ -80,7 +81,10 @@ def config(servers: dict[str, int], port_all: int, port_one: int, balance: str =
         "    mode http",
         "    log global",
         f'    log-format "{LOG_FORMAT}"',
-        "    timeout connect 1s",
+        # also the pause before a retry whose connection failed asynchronously (min(timeout connect, 1 s)): with
+        # 1 s, the few requests caught connecting to a replica as it died took 1.0 s; 250 ms is still ample
+        # for a connect on loopback or a LAN
+        f"    timeout connect {connect_ms}ms",
         "    timeout client 30s",
         "    timeout server 30s",
         "    timeout http-keep-alive 10s",
@@ -102,13 +106,14 @@ class Balancer:
 
 
 @contextmanager
-def haproxy(servers: dict[str, int], work: Path, balance: str = "leastconn", check_ms: int = 500) -> Iterator[Balancer]:
+def haproxy(servers: dict[str, int], work: Path, balance: str = "leastconn", check_ms: int = 500,
+            connect_ms: int = 250) -> Iterator[Balancer]:  # fmt: skip
     """HAProxy in the foreground (`-db`) with config() written under `work`; yields once it answers."""
     if shutil.which("haproxy") is None:
         raise SystemExit("haproxy is not installed: scripts/ensure_system_deps.sh (apt-get install -y haproxy)")
     port_all, port_one = procs.free_port(), procs.free_port()
     cfg = work / "haproxy.cfg"
-    cfg.write_text(config(servers, port_all, port_one, balance, check_ms))
+    cfg.write_text(config(servers, port_all, port_one, balance, check_ms, connect_ms))
     log = work / "haproxy.log"
     with procs.server(["haproxy", "-f", str(cfg), "-db"], {}, port_all, MONITOR, timeout_s=20, log=log) as running:
         yield Balancer(running.url, f"http://127.0.0.1:{port_one}", log, running.pid)

@@ -103,7 +103,7 @@ def topology(args: argparse.Namespace, bundle: Path) -> Iterator[Topology]:
         topo = Topology(stack, env, args.work, ports)
         started = procs.enter_all(stack, [topo.replica(name) for name in ports])
         topo.replicas = dict(zip(ports, started, strict=True))
-        topo.lb = stack.enter_context(balancer.haproxy(ports, args.work, args.balance, args.check_ms))
+        topo.lb = stack.enter_context(balancer.haproxy(ports, args.work, args.balance, args.check_ms, args.connect_ms))
         yield topo
 
 
@@ -268,6 +268,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=2, choices=range(2, 9), metavar="N (2-8)")
     p.add_argument("--balance", default="leastconn", choices=["leastconn", "roundrobin"])
     p.add_argument("--check-ms", type=int, default=500, help="HAProxy health-check interval (fall 2, rise 1)")
+    p.add_argument("--connect-ms", type=int, default=250,
+                   help="HAProxy's timeout connect (also its pause before some retries: scripts/balancer.py)")
     p.add_argument("--llm", default="none", choices=["none", "remote"],
                    help="remote: one service.llm.remote_server for every replica (SEQREC_LLM_BACKEND=openai)")
     p.add_argument("--sessions", type=int, default=200)

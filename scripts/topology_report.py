@@ -105,7 +105,8 @@ def table(s: dict[str, Any]) -> list[str]:
     n = s["settings"]["replicas"]
     lines = [
         f"One redis-server, {n} API replicas (`python -m service`, LLM: {s['settings']['llm']}), HAProxy 2.6 "
-        f"({s['settings']['balance']}, /readyz checked every {s['settings']['check_ms']} ms, fall 2 rise 1; "
+        f"({s['settings']['balance']}, /readyz checked every {s['settings']['check_ms']} ms, fall 2 rise 1, timeout "
+        f"connect {s['settings']['connect_ms']} ms; "
         "replays on conn-failure and empty-response, redispatched to another replica, for reads and POST "
         "/v1/recommend without a session only: scripts/balancer.py). Every process runs on loopback (no network "
         "namespaces) and shares the machine's cores with the load driver (wrk; Python clients for the sessions).",
