@@ -128,4 +128,12 @@ def table(s: dict[str, Any]) -> list[str]:
                   "(mostly the replica's own start).", ""]
     if "sigkill" in s:
         lines += _fault_lines(s["sigkill"], "a crash")
+    lines += [
+        "What a replica holds swings within milliseconds: it encodes in micro-batches, so the requests routed to it "
+        "are answered together and the next ones arrive a moment later; the gauge and the signal are a few ms "
+        "apart. A SIGKILLed replica also takes ~0.1 s to die (the kernel frees its memory): requests sent to it "
+        "meanwhile are accepted, then reset, and replayed like the ones it held; they are counted under \"sent to it "
+        "after the signal and replayed\", with the connections refused before HAProxy marked it down.",
+        "",
+    ]
     return lines
