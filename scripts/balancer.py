@@ -135,6 +135,8 @@ async def wait_up(http: httpx.AsyncClient, lb: Balancer, server: str, timeout_s:
 
 @dataclass
 class Logged:
+    """One request as HAProxy logged it; `ok`: a 200 delivered in full."""
+
     start_s: float  # epoch seconds
     end_s: float
     backend: str
@@ -142,8 +144,14 @@ class Logged:
     retries: int
     redispatched: bool
     status: int
+    state: str  # termination state: "----" a clean end; "SD--": the server closed during the body...
     method: str
     path: str
+
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200 and self.state.startswith("--")
 
 
 def read_log(path: Path) -> list[Logged]:
@@ -153,8 +161,8 @@ def read_log(path: Path) -> list[Logged]:
         parts = line.split()
         if len(parts) != 9 or not parts[0].isdigit():
             continue
-        end_ms, active_ms, backend, server, rc, status, _, method, uri = parts
+        end_ms, active_ms, backend, server, rc, status, state, method, uri = parts
         end = int(end_ms) / 1000
         out.append(Logged(end - max(int(active_ms), 0) / 1000, end, backend, server, int(rc.lstrip("+")),
-                          rc.startswith("+"), int(status), method, uri))  # fmt: skip
+                          rc.startswith("+"), int(status), state, method, uri))  # fmt: skip
     return out

@@ -6,7 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from scripts.balancer import Logged
 from scripts.lifecycle_common import percentiles
+
+
+def _outcome(e: Logged) -> str:
+    if e.redispatched:
+        return f"{e.status} replayed on another replica"
+    return f"{e.status} at {e.server}" + ("" if e.ok else f", cut short ({e.state})")
 
 
 def summarise_fault(run: dict[str, Any]) -> dict[str, Any]:
@@ -29,20 +36,23 @@ def summarise_fault(run: dict[str, Any]) -> dict[str, Any]:
         "requests_before_signal": len(before),
         "failed": wrk["errors"],
         "failed_non2xx": wrk["non2xx"],
-        "failed_in_haproxy_log": sum(e.status != 200 for e in api),
+        # C...: the client closed (wrk's connections, at the end of its run); not a failure of the service
+        "failed_in_haproxy_log": dict(Counter(f"{e.status} {e.state} at {e.server}" for e in api
+                                              if not e.ok and not e.state.startswith("C"))),  # fmt: skip
+        "client_closed_at_end_of_run": sum(e.state.startswith("C") for e in api),
+        "wrk_socket_errors": wrk.get("socket_errors"),
         "held_by_victim_at_signal": len(held),
-        "held_outcomes": dict(Counter(f"{e.status} {'replayed on another replica' if e.redispatched else 'at ' + e.server}"
-                                      for e in held)),  # fmt: skip
+        "held_outcomes": dict(Counter(_outcome(e) for e in held)),
         "victim_inflight_gauge": run["gauge"],
         "gauge_scraped_ms_before_signal": run["gauge_scraped_ms_before"],
         "inflight_at_signal_all_replicas": sum(e.start_s <= wall < e.end_s for e in api),
         "sent_to_victim_after_signal_then_replayed": sum(e.retries > 0 for e in after),
-        "answered_by_victim_after_signal": sum(e.server == victim and e.status == 200 for e in after),
+        "answered_by_victim_after_signal": sum(e.server == victim and e.ok for e in after),
         "haproxy_marked_down_after_s": down,
         "served_by_before": dict(Counter(e.server for e in before)),
         "served_by_after": dict(Counter(e.server for e in after)),
-        "latency_before": percentiles([e.end_s - e.start_s for e in before if e.status == 200]),
-        "latency_after": percentiles([e.end_s - e.start_s for e in after if e.status == 200]),
+        "latency_before": percentiles([e.end_s - e.start_s for e in before if e.ok]),
+        "latency_after": percentiles([e.end_s - e.start_s for e in after if e.ok]),
         "returncode": run["returncode"],
         "criterion_met": wrk["errors"] <= len(held) if run["signal"] == "SIGKILL" else wrk["errors"] == 0,
     }
@@ -55,8 +65,8 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
         "",
         f"- requests: {f['requests']} ({f['requests_before_signal']} before the signal); served by "
         f"{f['served_by_before']} before, {f['served_by_after']} after",
-        f"- **failed: {f['failed']}** (non-2xx {f['failed_non2xx']}; non-200 in HAProxy's log "
-        f"{f['failed_in_haproxy_log']}); **held by {f['victim']} at the signal: "
+        f"- **failed: {f['failed']}** (wrk: non-2xx {f['failed_non2xx']}, socket errors {f['wrk_socket_errors']}; "
+        f"HAProxy's log: {f['failed_in_haproxy_log'] or 'none'}); **held by {f['victim']} at the signal: "
         f"{f['held_by_victim_at_signal']}** (HAProxy's log) -> {f['held_outcomes']}; its own in-flight gauge "
         f"{f['victim_inflight_gauge']} (scraped {f['gauge_scraped_ms_before_signal']} ms before); in flight "
         f"through HAProxy on all replicas: {f['inflight_at_signal_all_replicas']}",
@@ -65,8 +75,10 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
         f"sent to it after the signal and replayed on another replica: "
         f"{f['sent_to_victim_after_signal_then_replayed']}; answered by it after the signal: "
         f"{f['answered_by_victim_after_signal']}; exit code {f['returncode']}",
-        *([f"- '200 at {f['victim']}' among the held requests: answers already leaving the replica when the signal "
-            "landed (HAProxy logs a request when the answer has passed through it)", ] if f["signal"] == "SIGKILL" else []),
+        *([f"- '200 at {f['victim']}' among the held requests: answers the replica had begun to send when the signal "
+            "landed; HAProxy cannot replay a request whose answer it has started to forward, so one cut short (SD: "
+            "the server closed during the body) reaches the client as a broken connection (wrk: a read error)"]
+          if f["signal"] == "SIGKILL" else []),
         f"- latency (HAProxy's, request received to answer sent) before {f['latency_before']}, after "
         f"{f['latency_after']}",
         "",
