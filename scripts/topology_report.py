@@ -85,6 +85,11 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
     ]
 
 
+def _per_replica_core(run: dict[str, Any]) -> float:
+    cores = sum(c for p, c in run["cpu_cores"].items() if p.startswith("r"))
+    return float(run["rps"] / cores) if cores else 0.0
+
+
 def _throughput_lines(t: dict[str, Any], n: int) -> list[str]:
     m = {name: x["rps"] for name, x in t["median"].items()}
     rows = [f"| {name.replace('_', ' ')} | {x['rps']:,.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | "
@@ -100,7 +105,9 @@ def _throughput_lines(t: dict[str, Any], n: int) -> list[str]:
         "",
         "CPU used during the median run, in cores (of 2): "
         + "; ".join(f"{name.replace('_', ' ')}: " + ", ".join(f"{p} {c:.2f}" for p, c in x["cpu_cores"].items())
-                    for name, x in t["median"].items()) + ".",  # fmt: skip
+                    for name, x in t["median"].items()) + ". Requests per CPU-second of the replicas: "
+        + ", ".join(f"{name.replace('_', ' ')} {_per_replica_core(x):,.0f}" for name, x in t["median"].items())
+        + " (a replica batches the requests waiting for it: fewer per replica, smaller batches, more CPU each).",
         "",
         f"{n} replicas vs 1 behind HAProxy: **{scale:.2f}x**; HAProxy with 1 replica vs the replica direct: "
         f"**{hop:.2f}x** (compare with the spread of the rounds). {n} replicas on 2 cores cannot double "
