@@ -78,7 +78,7 @@ def _fault_lines(f: dict[str, Any], what: str) -> list[str]:
         *([f"- '200 at {f['victim']}' among the held requests: answers the replica had begun to send when the signal "
             "landed; HAProxy cannot replay a request whose answer it has started to forward, so one cut short (SD: "
             "the server closed during the body) reaches the client as a broken connection (wrk: a read error)"]
-          if f["signal"] == "SIGKILL" else []),
+          if f["signal"] == "SIGKILL" and any(" at " in k for k in f["held_outcomes"]) else []),
         f"- latency (HAProxy's, request received to answer sent) before {f['latency_before']}, after "
         f"{f['latency_after']}",
         "",
