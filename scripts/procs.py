@@ -14,11 +14,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,6 +82,17 @@ def server(cmd: Sequence[str], env: dict[str, str], port: int, ready_path: str =
                 proc.wait()
 
 
+def enter_all(stack: ExitStack, managers: Sequence[AbstractContextManager[T]]) -> list[T]:
+    """Enter `managers` side by side (servers that each take seconds to become ready start together), each
+    registered on `stack`; if one fails, the others are still closed with the stack."""
+    with ThreadPoolExecutor(max(1, len(managers))) as pool:
+        futures = [pool.submit(m.__enter__) for m in managers]
+    for manager, future in zip(managers, futures, strict=True):
+        if future.exception() is None:
+            stack.push(manager)
+    return [f.result() for f in futures]  # raises the first failure
+
+
 def uvicorn_cmd(port: int, *extra: str, app: str = "service.main:create_app") -> list[str]:
     """The service under uvicorn on `port` (`app` a factory), quiet: warnings only, no access log."""
     return [sys.executable, "-m", "uvicorn", "--factory", app, "--port", str(port),
@@ -86,11 +101,13 @@ def uvicorn_cmd(port: int, *extra: str, app: str = "service.main:create_app") ->
 
 @contextmanager
 def service(env: dict[str, str], bundle: Path | None = None, *, main: bool = False, extra_args: Sequence[str] = (),
-            timeout_s: float = 180, log: Path | None = None, omp_threads: int | None = 1) -> Iterator[Running]:  # fmt: skip
-    """The service on a free port, without an LLM unless `env` names a backend, with `omp_threads` intra-op
-    threads (None: torch's default); yields once /readyz answers 200. `main`: `python -m service` (the
-    production entry point: SIGTERM drain, bundle watch) instead of plain uvicorn."""
-    port = free_port()
+            timeout_s: float = 180, log: Path | None = None, omp_threads: int | None = 1,
+            port: int | None = None) -> Iterator[Running]:  # fmt: skip
+    """The service on `port` (default: a free one), without an LLM unless `env` names a backend, with
+    `omp_threads` intra-op threads (None: torch's default); yields once /readyz answers 200. `main`: `python -m
+    service` (the production entry point: SIGTERM drain, bundle watch) instead of plain uvicorn. A fixed `port`
+    lets a replica behind a load balancer be restarted where the balancer expects it."""
+    port = port or free_port()
     full = {"SEQREC_LLM_BACKEND": "none", "SEQREC_LOG_LEVEL": "warning",
             **({"OMP_NUM_THREADS": str(omp_threads)} if omp_threads else {}),
             **({"SEQREC_BUNDLE_DIR": str(bundle)} if bundle is not None else {}), **env}  # fmt: skip

@@ -43,8 +43,9 @@ function done(summary, latency, requests)
   local errors = e.connect + e.read + e.write + e.timeout + bad
   io.write(string.format(
     '{"requests": %d, "duration_s": %.3f, "rps": %.1f, "p50_ms": %.3f, "p95_ms": %.3f, "p99_ms": %.3f, ' ..
-    '"max_ms": %.3f, "errors": %d, "non2xx": %d}\n',
+    '"max_ms": %.3f, "errors": %d, "non2xx": %d, "socket_errors": {"connect": %d, "read": %d, ' ..
+    '"write": %d, "timeout": %d}}\n',
     summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1e3, latency:percentile(95) / 1e3, latency:percentile(99) / 1e3,
-    latency.max / 1e3, errors, bad))
+    latency.max / 1e3, errors, bad, e.connect, e.read, e.write, e.timeout))
 end
