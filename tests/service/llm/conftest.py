@@ -1,0 +1,104 @@
+"""One real vLLM OpenAI-compatible server for the whole session (the openai backend's tests in every module
+share it: it takes 30-60 s to start on 2 cores), started by the project's launcher
+(`python -m service.llm.remote_server`) for a real-SmolLM2 fixture bundle, fp32, on a free port.
+Skipped where vLLM is not installed, unless SEQREC_REQUIRE_VLLM=1 (CI sets it: there a missing vLLM fails)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from recbundle.base_model import DEFAULT_MODEL_DIR
+from recbundle.rerank import RerankSpec
+from tests.service.conftest import free_port
+from tests.service.llm.fixtures import build_real_llm_bundle
+
+REPO = Path(__file__).resolve().parents[3]
+# lambda 5: the LLM's log-probabilities move items across the teacher's gaps in the fixture bundle
+SPEC = RerankSpec(blend_lambda=5.0)
+START_TIMEOUT_S = 300.0
+
+
+class RemoteLLMServer:
+    """A vLLM OpenAI server process for `bundle` (its own process group: the engine runs in a child)."""
+
+    def __init__(self, bundle: Path, work: Path) -> None:
+        self.bundle = bundle
+        self.work = work
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = work / "vllm-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "service.llm.remote_server", "--bundle", str(self.bundle),
+            "--model", str(DEFAULT_MODEL_DIR), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu",
+            "--dtype", "float32", "--max-model-len", "2048", "--zero-dir", str(self.work / "zero"),
+        ]  # fmt: skip
+
+    def start(self) -> RemoteLLMServer:
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._fail(f"exited with code {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        self._fail(f"was not ready after {START_TIMEOUT_S:.0f} s")
+        raise AssertionError  # unreachable: _fail raises
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def metric(self, name: str) -> float:
+        """A gauge or counter from the server's own /metrics (summed over its label sets)."""
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        lines = [ln for ln in text.splitlines() if ln.startswith(name) and not ln.startswith("#")]
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+    def _fail(self, why: str) -> None:
+        self.stop()
+        pytest.fail(f"the vLLM server ({' '.join(self.command())}) {why}; its log ends:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM to the process group (the server shuts its engine down), SIGKILL to what is left."""
+        if self.proc is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.fixture(scope="session")
+def remote_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteLLMServer]:
+    if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
+        pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
+    tmp = tmp_path_factory.mktemp("remote-llm")
+    server = RemoteLLMServer(build_real_llm_bundle(tmp, SPEC), tmp).start()
+    try:
+        yield server
+    finally:
+        server.stop()
