@@ -1,16 +1,22 @@
-"""One real vLLM OpenAI-compatible server for the whole session (the openai backend's tests in every module
-share it: it takes 30-60 s to start on 2 cores), started by the project's launcher
-(`python -m service.llm.remote_server`) for a real-SmolLM2 fixture bundle, fp32, on a free port.
+"""The real-SmolLM2 fixture bundle (LoRA adapters + soft prompt), one per session for the vLLM and openai tests,
+and one real vLLM OpenAI-compatible server for it, shared by the openai tests of every module. The server is
+started by the project's launcher (`python -m service.llm.remote_server`), fp32, on a free port.
+
+It takes 40-90 s to start on 2 cores, mostly imports on one core: when the collected tests include any marked
+`remote_llm`, it is launched in the background as soon as collection ends and runs beside the tests before
+them; the `remote_llm` fixture then waits for it to be ready. It is stopped when the session ends.
 Skipped where vLLM is not installed, unless SEQREC_REQUIRE_VLLM=1 (CI sets it: there a missing vLLM fails)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,13 +51,18 @@ class RemoteLLMServer:
             "--dtype", "float32", "--max-model-len", "2048", "--zero-dir", str(self.work / "zero"),
         ]  # fmt: skip
 
-    def start(self) -> RemoteLLMServer:
+    def launch(self) -> RemoteLLMServer:
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        self.launched = time.monotonic()
+        return self
+
+    def wait_ready(self) -> RemoteLLMServer:
+        assert self.proc is not None
+        deadline = self.launched + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._fail(f"exited with code {self.proc.returncode}")
@@ -92,13 +103,48 @@ class RemoteLLMServer:
                 continue
 
 
+_session: dict[str, object] = {}  # "dir": the session's work folder, "server": the launched server
+
+
+def _have_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None or os.environ.get("SEQREC_REQUIRE_VLLM") == "1"
+
+
+def _work_dir() -> Path:
+    if "dir" not in _session:
+        _session["dir"] = Path(tempfile.mkdtemp(prefix="seqrec-real-llm-"))
+    return Path(str(_session["dir"]))
+
+
+def _bundle() -> Path:
+    return build_real_llm_bundle(_work_dir(), SPEC)  # built once: it is reused when it exists
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _have_vllm() and any(item.get_closest_marker("remote_llm") for item in session.items):
+        _session["server"] = RemoteLLMServer(_bundle(), _work_dir()).launch()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    server = _session.pop("server", None)
+    if isinstance(server, RemoteLLMServer):
+        server.stop()
+    folder = _session.pop("dir", None)
+    if folder is not None:
+        shutil.rmtree(str(folder), ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def remote_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteLLMServer]:
+def real_llm_bundle() -> Path:
+    """The real-SmolLM2 bundle; its adapters and soft prompt also lie beside it (fixtures.build_real_llm_bundle)."""
+    return _bundle()
+
+
+@pytest.fixture(scope="session")
+def remote_llm(real_llm_bundle: Path) -> RemoteLLMServer:
     if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
         pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
-    tmp = tmp_path_factory.mktemp("remote-llm")
-    server = RemoteLLMServer(build_real_llm_bundle(tmp, SPEC), tmp).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    server = _session.get("server")
+    if not isinstance(server, RemoteLLMServer):  # not launched at collection (e.g. no test marked remote_llm)
+        server = _session["server"] = RemoteLLMServer(real_llm_bundle, _work_dir()).launch()
+    return server.wait_ready()

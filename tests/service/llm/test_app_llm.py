@@ -26,7 +26,7 @@ from service.settings import Settings
 from tests.service.bundle_factory import build_bundle
 from tests.service.ids import dense, exts
 from tests.service.llm.conftest import SPEC, RemoteLLMServer
-from tests.service.llm.fixtures import build_real_llm_bundle, make_lora_adapter, make_soft_prompt
+from tests.service.llm.fixtures import make_lora_adapter, make_soft_prompt
 from tests.service.llm.offline_rank import offline_rerank, teacher_top
 from tests.service.sse import check_stream, parse_sse
 
@@ -37,21 +37,24 @@ BACKENDS = [
         "vllm", marks=[pytest.mark.slow, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")]
     ),
     pytest.param(
-        "openai", marks=[pytest.mark.slow, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")]
+        "openai",
+        marks=[pytest.mark.slow, pytest.mark.remote_llm, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")],
     ),
 ]
 
 
 def _settings(
-    backend: str, tmp: Path, tiny_llm_dir: Path, remote: RemoteLLMServer | None = None, **overrides: Any
+    backend: str, tmp: Path, tiny_llm_dir: Path, request: pytest.FixtureRequest | None = None, **overrides: Any
 ) -> Settings:
     bundle = tmp / "bundle"
-    if backend == "openai":  # the session's server holds the bundle's adapters: the app serves that bundle
-        assert remote is not None
+    # the real-model backends take the session's bundle (and server) from fixtures
+    assert backend == "transformers" or request is not None
+    if backend == "openai" and request is not None:  # the session's server holds the session's real bundle: the app serves that bundle
+        remote: RemoteLLMServer = request.getfixturevalue("remote_llm")
         bundle = remote.bundle
         values: dict[str, Any] = {"llm_model": str(DEFAULT_MODEL_DIR), "llm_url": remote.url}
-    elif backend == "vllm":  # the real model, with the bundle's adapters and soft prompt loaded by the app
-        build_real_llm_bundle(tmp, SPEC)
+    elif backend == "vllm" and request is not None:  # the real model, with the bundle's adapters and soft prompt loaded by the app
+        bundle = request.getfixturevalue("real_llm_bundle")
         values = {"llm_model": str(DEFAULT_MODEL_DIR)}
     else:  # tiny: a rerank adapter and soft prompt, no explanation adapter (explanations on base weights)
         if not bundle.exists():
@@ -64,16 +67,11 @@ def _settings(
     return Settings(**(values | overrides))
 
 
-def _remote(request: pytest.FixtureRequest, backend: str) -> RemoteLLMServer | None:
-    """The session's vLLM server, started on first use (only the openai backend needs one)."""
-    return request.getfixturevalue("remote_llm") if backend == "openai" else None
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def app_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> Iterator[tuple[str, TestClient]]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"app-{backend}")
-    settings = _settings(backend, tmp, tiny_llm_dir, _remote(request, backend))
+    settings = _settings(backend, tmp, tiny_llm_dir, request)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield backend, client
 
@@ -169,8 +167,7 @@ def test_metrics_count_tokens_and_pass_promtool(app_client: tuple[str, TestClien
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_explanation_deadline(backend: str, tmp_path: Path, tiny_llm_dir: Path, request: pytest.FixtureRequest) -> None:
-    remote = _remote(request, backend)
-    settings = _settings(backend, tmp_path, tiny_llm_dir, remote, explain_max_new_tokens=400, explain_deadline_ms=50)
+    settings = _settings(backend, tmp_path, tiny_llm_dir, request, explain_max_new_tokens=400, explain_deadline_ms=50)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         body = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3, "explain": True}).json()
         assert body["explanation_status"] == "timeout"

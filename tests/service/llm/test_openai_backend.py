@@ -29,7 +29,7 @@ from tests.service.ids import exts
 from tests.service.llm.conftest import SPEC, RemoteLLMServer
 from tests.service.llm.fixtures import label_logprobs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.remote_llm]
 TITLES = [f"Some Movie Title Number {i} ({1950 + i})" for i in range(60)]
 
 
