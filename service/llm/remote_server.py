@@ -96,6 +96,9 @@ def server_command(
     """The vLLM OpenAI server's command line for `bundle` (writes the zero adapter into `zero_dir`)."""
     from service.llm.loader import bundle_adapters
 
+    # the bundle as it is now (bundles/current is a link an export repoints): the server holds these adapters,
+    # under names that hash their weights, until it restarts
+    bundle = bundle.resolve()
     manifest = load_manifest(bundle)
     adapters = bundle_adapters(manifest, bundle)  # every adapter the service may use, "explain" included
     soft = manifest.llm.soft_prompt is not None
