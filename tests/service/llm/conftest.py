@@ -52,7 +52,8 @@ class RemoteLLMServer:
         ]  # fmt: skip
 
     def launch(self) -> RemoteLLMServer:
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache
+        # GiB of KV cache; unbuffered, so that the log tail in an error message is the server's last words
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1"}
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -63,16 +64,19 @@ class RemoteLLMServer:
     def wait_ready(self) -> RemoteLLMServer:
         assert self.proc is not None
         deadline = self.launched + START_TIMEOUT_S
+        last = "no answer yet"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self._fail(f"exited with code {self.proc.returncode}")
-            try:
-                if httpx.get(f"{self.url}/models", timeout=2).status_code == 200:
+            try:  # trust_env=False: a proxy from the environment must not take loopback requests
+                response = httpx.get(f"{self.url}/models", timeout=5, trust_env=False)
+                if response.status_code == 200:
                     return self
-            except httpx.TransportError:
-                pass
+                last = f"GET /v1/models answered {response.status_code}"
+            except httpx.HTTPError as e:
+                last = f"GET /v1/models: {type(e).__name__}: {e}"
             time.sleep(1)
-        self._fail(f"was not ready after {START_TIMEOUT_S:.0f} s")
+        self._fail(f"was not ready {START_TIMEOUT_S:.0f} s after its launch ({last})")
         raise AssertionError  # unreachable: _fail raises
 
     def tail(self, n: int = 40) -> str:
@@ -80,7 +84,7 @@ class RemoteLLMServer:
 
     def metric(self, name: str) -> float:
         """A gauge or counter from the server's own /metrics (summed over its label sets)."""
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5, trust_env=False).text
         lines = [ln for ln in text.splitlines() if ln.startswith(name) and not ln.startswith("#")]
         return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
 
