@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recbundle.base_model import DEFAULT_MODEL_DIR
@@ -67,8 +67,21 @@ class Settings(BaseSettings):
     )
 
     # explanations
-    llm_backend: Literal["auto", "vllm", "transformers", "none"] = Field(
-        default="auto", description="auto: vLLM when importable, else transformers; none: rankings only"
+    llm_backend: Literal["auto", "vllm", "transformers", "openai", "none"] = Field(
+        default="auto",
+        description="auto: vLLM when importable, else transformers (never openai); openai: a remote vLLM "
+        "OpenAI-compatible server at llm_url; none: rankings only",
+    )
+    # the remote backend (service/llm/openai_backend.py); the server is started for the bundle by
+    # `python -m service.llm.remote_server --bundle DIR` (docs/deploy.md, "Remote LLM server")
+    llm_url: str = Field(
+        default="http://127.0.0.1:8001/v1", description="openai backend: the vLLM server's OpenAI API base URL"
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="openai backend: sent as a Bearer token (the server's --api-key)"
+    )
+    llm_connect_timeout_s: float = Field(
+        default=2.0, gt=0, description="openai backend: most seconds to open a connection to the server"
     )
     llm_required: bool | None = Field(
         default=None,

@@ -1,7 +1,7 @@
 """Pick and start the LLM backend from settings and the bundle's `llm` reference.
 
-`llm_backend`: `vllm`, `transformers`, `none` (rankings only) or `auto` (vLLM when importable, else
-transformers). A backend named explicitly that cannot start stops the service with an error that says
+`llm_backend`: `vllm`, `transformers`, `openai` (a remote vLLM server, openai_backend.py; only ever
+chosen explicitly), `none` (rankings only) or `auto` (vLLM when importable, else transformers). A backend named explicitly that cannot start stops the service with an error that says
 what to change; under `auto` (or with `llm_required=false`) a failure leaves the ranking path up, and
 explanations answer "unavailable" while /readyz reports why.
 
@@ -51,7 +51,10 @@ def resolve_dtype(dtype: str, backend: str, device: str, rerank: bool = False) -
     vLLM on a CPU (1.6-3.7x faster than its bf16 path on a CPU without AVX-512; docs/service.md)."""
     if dtype != "auto":
         return dtype
-    return "float32" if rerank or (backend == "vllm" and device == "cpu") else "bfloat16"
+    # openai: the server's dtype, which its launcher (remote_server.py) picks by this same rule for the vLLM
+    # engine on `device`
+    vllm = backend in ("vllm", "openai")
+    return "float32" if rerank or (vllm and device == "cpu") else "bfloat16"
 
 
 def bundle_adapters(manifest: Manifest, bundle_root: Path, explain: bool = True) -> dict[str, Path]:
@@ -87,6 +90,8 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
                 gpu_memory_fraction=settings.vllm_gpu_memory_fraction, max_num_seqs=settings.vllm_max_num_seqs,
             )  # fmt: skip
             metrics.expose_vllm()
+        elif kind == "openai":
+            backend = await _connect_remote(settings, manifest, str(local) if local.exists() else base, adapters, soft, metrics)
         else:
             from service.llm.transformers_backend import TransformersBackend
 
@@ -95,9 +100,10 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
             )
     except Exception as e:
         message = f"LLM backend {kind!r} could not start with {base}: {type(e).__name__}: {e}"
+        fix = "the server (SEQREC_LLM_URL), " if kind == "openai" else ""
         if required:
             raise LLMStartupError(
-                f"{message}. Fix the model (SEQREC_LLM_MODEL) or the backend, serve rankings only with "
+                f"{message}. Fix {fix}the model (SEQREC_LLM_MODEL) or the backend, serve rankings only with "
                 "SEQREC_LLM_BACKEND=none, or start without explanations with SEQREC_LLM_REQUIRED=false"
             ) from e
         logger.exception("%s; explanations are unavailable", message)
@@ -107,4 +113,18 @@ async def open_llm(settings: Settings, manifest: Manifest, bundle_root: Path, me
 
         logger.warning("FAULT INJECTION: every LLM call waits %d ms first", settings.fault_llm_delay_ms)
         backend = DelayedBackend(backend, settings.fault_llm_delay_ms / 1000)
-    return LoadedLLM(backend, "ok", f"{kind} ({dtype}): {base}")
+    where = f" at {settings.llm_url}" if kind == "openai" else ""
+    return LoadedLLM(backend, "ok", f"{kind} ({dtype}): {base}{where}")
+
+
+async def _connect_remote(
+    settings: Settings, manifest: Manifest, model: str, adapters: dict[str, Path], soft: Path | None, metrics: Metrics
+) -> LLMBackend:
+    from service.llm.openai_backend import OpenAIBackend
+    from service.llm.remote_server import served_names
+
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key is not None else None
+    return await OpenAIBackend.connect(
+        settings.llm_url, model, served_names(manifest, adapters, model), api_key=key, soft_prompt=soft,
+        connect_timeout_s=settings.llm_connect_timeout_s, on_error=lambda r: metrics.llm_remote_errors.labels(r).inc(),
+    )  # fmt: skip

@@ -3,6 +3,7 @@ prompt's token embeddings (DELRec's distilled recommendation-pattern prompts).""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,3 +19,24 @@ def load_soft_prompt(path: Path, hidden: int) -> torch.Tensor:
     if not np.issubdtype(array.dtype, np.floating) or not np.isfinite(array).all():
         raise ValueError(f"soft prompt {path}: expected finite floats, got dtype {array.dtype}")
     return torch.from_numpy(array.astype(np.float32))
+
+
+def embedding_table(model_dir: Path) -> torch.Tensor:
+    """The input embedding matrix from a local safetensors model folder (sharded or not): prompt embeddings
+    for an engine (in process or remote) are built from it."""
+    from safetensors import safe_open
+
+    key = "model.embed_tokens.weight"
+    index = model_dir / "model.safetensors.index.json"
+    name = json.loads(index.read_text())["weight_map"][key] if index.is_file() else "model.safetensors"
+    with safe_open(str(model_dir / name), framework="pt") as f:
+        return f.get_tensor(key)
+
+
+def soft_prompt_and_table(model: str, soft_prompt: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the checked soft prompt, the model's input embedding table): prompt embeddings are built here."""
+    model_dir = Path(model).expanduser()
+    if not model_dir.is_dir():
+        raise ValueError(f"soft prompts need a local model folder to embed tokens, not {model!r}")
+    table = embedding_table(model_dir)
+    return load_soft_prompt(soft_prompt, table.shape[1]), table

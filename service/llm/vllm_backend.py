@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import time
@@ -38,30 +37,10 @@ import torch
 
 from recbundle.rerank import log_softmax
 from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
-from service.llm.soft_prompt import load_soft_prompt
+from service.llm.soft_prompt import soft_prompt_and_table
 from service.llm.vllm_lora import EngineLoRAs, plan_loras
 
 logger = logging.getLogger(__name__)
-
-
-def _embedding_table(model_dir: Path) -> torch.Tensor:
-    """The input embedding matrix from a local safetensors model folder (sharded or not)."""
-    from safetensors import safe_open
-
-    key = "model.embed_tokens.weight"
-    index = model_dir / "model.safetensors.index.json"
-    name = json.loads(index.read_text())["weight_map"][key] if index.is_file() else "model.safetensors"
-    with safe_open(str(model_dir / name), framework="pt") as f:
-        return f.get_tensor(key)
-
-
-def _soft_prompt_and_table(model: str, soft_prompt: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the checked soft prompt, the model's input embedding table): prompt embeddings are built here."""
-    model_dir = Path(model).expanduser()
-    if not model_dir.is_dir():
-        raise ValueError(f"soft prompts need a local model folder to embed tokens, not {model!r}")
-    table = _embedding_table(model_dir)
-    return load_soft_prompt(soft_prompt, table.shape[1]), table
 
 
 class VLLMBackend:
@@ -115,7 +94,7 @@ class VLLMBackend:
 
         soft = table = None
         if soft_prompt is not None:  # checked before the engine starts: a bad one fails in seconds
-            soft, table = _soft_prompt_and_table(model, soft_prompt)
+            soft, table = soft_prompt_and_table(model, soft_prompt)
         named = {**({EXPLAIN_ADAPTER: adapter_dir} if adapter_dir else {}), **(adapters or {})}
         loras = plan_loras(named, prompt_embeds=soft_prompt is not None)
         args = AsyncEngineArgs(

@@ -87,23 +87,35 @@ def zero_adapter(template: Path, out: Path) -> Path:
     return out
 
 
-def plan_loras(adapters: Mapping[str, Path], prompt_embeds: bool) -> EngineLoRAs:
-    """Engine arguments and per-request LoRARequests for the bundle's adapters (by bundle name)."""
-    if not adapters:
-        return EngineLoRAs({"enable_lora": False})
-    from vllm.lora.request import LoRARequest
-
+def lora_plan(adapters: Mapping[str, Path], prompt_embeds: bool, zero_dir: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+    """(every adapter folder the engine loads, by name: the bundle's plus the zero adapter `BASE`, written
+    into `zero_dir`; the engine arguments for them). Shared by the in-process engine (`plan_loras`) and the
+    remote server's launcher (service/llm/remote_server.py), so both hold the adapters the same safe way."""
     if BASE in adapters:
         raise ValueError(f"adapter name {BASE!r} is reserved for the service's zero adapter")
-    tmp = Path(tempfile.mkdtemp(prefix="seqrec-zero-lora-"))
-    folders = {**adapters, BASE: zero_adapter(next(iter(adapters.values())), tmp / BASE)}
+    folders = {**adapters, BASE: zero_adapter(next(iter(adapters.values())), zero_dir / BASE)}
     ranks = [int(json.loads((d / "adapter_config.json").read_text())["r"]) for d in folders.values()]
-    requests = {name: LoRARequest(name, i, str(d)) for i, (name, d) in enumerate(folders.items(), 1)}
     args = {
         "enable_lora": True,
         "max_lora_rank": rank_slot(max(ranks)),
         "max_loras": len(folders),  # fact 3
         "lora_target_modules": target_modules(list(adapters.values()), prompt_embeds),
     }
+    return folders, args
+
+
+def plan_loras(adapters: Mapping[str, Path], prompt_embeds: bool) -> EngineLoRAs:
+    """Engine arguments and per-request LoRARequests for the bundle's adapters (by bundle name)."""
+    if not adapters:
+        return EngineLoRAs({"enable_lora": False})
+    from vllm.lora.request import LoRARequest
+
+    tmp = Path(tempfile.mkdtemp(prefix="seqrec-zero-lora-"))
+    try:
+        folders, args = lora_plan(adapters, prompt_embeds, tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    requests = {name: LoRARequest(name, i, str(d)) for i, (name, d) in enumerate(folders.items(), 1)}
     base = requests.pop(BASE)
     return EngineLoRAs(args, requests, base, tmp)

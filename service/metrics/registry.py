@@ -69,6 +69,13 @@ class Metrics:
         )
         for reason in ("timeout", "error", "unavailable"):  # exported at 0 before the first fallback
             self.rerank_fallback.labels(reason)
+        self.llm_remote_errors = Counter(
+            "seqrec_llm_remote_errors",
+            "failed calls to the remote LLM server (openai backend), by reason (unreachable, status, protocol)",
+            ["reason"], registry=r,
+        )
+        for reason in ("unreachable", "status", "protocol"):
+            self.llm_remote_errors.labels(reason)
         self.redis_errors = Counter(
             "seqrec_redis_errors", "failed session-store operations", ["op"], registry=r
         )

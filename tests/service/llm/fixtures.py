@@ -52,3 +52,20 @@ def label_logprobs(model_dir: Path, adapter: Path | None, soft: Path | None, tex
         logp = model.eval()(inputs_embeds=x[None]).logits[0, -1].float().log_softmax(-1)
     chosen = logp[labels]
     return (chosen - chosen.logsumexp(-1)).tolist()
+
+
+def build_real_llm_bundle(tmp: Path, spec: Any) -> Path:
+    """A fixture bundle for the real SmolLM2 at `tmp/bundle`: an "explain" and a "rerank" LoRA adapter (random,
+    seeds 0 and 1), a soft prompt (8 vectors) and the rerank spec `spec`. Adapters and soft prompt are also
+    left at `tmp/lora`, `tmp/rerank` and `tmp/soft.npy` for reference computations."""
+    from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
+    from tests.service.bundle_factory import build_bundle
+
+    convert_smollm2(DEFAULT_MODEL_DIR)
+    bundle = tmp / "bundle"
+    if not bundle.exists():
+        explain = make_lora_adapter(DEFAULT_MODEL_DIR, tmp / "lora")
+        rerank = make_lora_adapter(DEFAULT_MODEL_DIR, tmp / "rerank", seed=1)
+        soft = np.load(make_soft_prompt(tmp / "soft.npy"))
+        build_bundle(bundle, lora_adapter=explain, soft_prompt=soft, rerank=spec, rerank_adapter=rerank)
+    return bundle

@@ -1,6 +1,7 @@
-"""The app's LLM features, the same tests on each backend: transformers (a tiny random Llama, fast) and
-vLLM (the real SmolLM2 with the bundle's LoRA adapters and soft prompt loaded; skipped where vLLM is not
-installed, unless SEQREC_REQUIRE_VLLM=1 as in CI). Both bundles carry a rerank spec, so every request is
+"""The app's LLM features, the same tests on each backend: transformers (a tiny random Llama, fast), vLLM
+(the real SmolLM2 with the bundle's LoRA adapters and soft prompt loaded) and openai (the same bundle served
+by a real vLLM OpenAI server process, conftest.py's, shared with test_openai_backend.py); the last two are
+skipped where vLLM is not installed, unless SEQREC_REQUIRE_VLLM=1 as in CI. Both bundles carry a rerank spec, so every request is
 also reranked by the LLM unless it says otherwise."""
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from recbundle.rerank import RerankSpec
+from recbundle.base_model import DEFAULT_MODEL_DIR
 from service.main import create_app
 from service.settings import Settings
 from tests.service.bundle_factory import build_bundle
 from tests.service.ids import dense, exts
+from tests.service.llm.conftest import SPEC, RemoteLLMServer
 from tests.service.llm.fixtures import make_lora_adapter, make_soft_prompt
 from tests.service.llm.offline_rank import offline_rerank, teacher_top
 from tests.service.sse import check_stream, parse_sse
@@ -35,23 +36,26 @@ BACKENDS = [
     pytest.param(
         "vllm", marks=[pytest.mark.slow, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")]
     ),
+    pytest.param(
+        "openai",
+        marks=[pytest.mark.slow, pytest.mark.remote_llm, pytest.mark.skipif(not HAVE_VLLM, reason="vLLM is not installed")],
+    ),
 ]
 
 
-# lambda 5: the LLM's log-probabilities move items across the teacher's gaps in the fixture bundle
-SPEC = RerankSpec(blend_lambda=5.0)
-
-
-def _settings(backend: str, tmp: Path, tiny_llm_dir: Path, **overrides: Any) -> Settings:
+def _settings(
+    backend: str, tmp: Path, tiny_llm_dir: Path, request: pytest.FixtureRequest | None = None, **overrides: Any
+) -> Settings:
     bundle = tmp / "bundle"
-    if backend == "vllm":  # the real model, with the bundle's adapters and soft prompt loaded by the app
-        convert_smollm2(DEFAULT_MODEL_DIR)
-        if not bundle.exists():
-            explain = make_lora_adapter(DEFAULT_MODEL_DIR, tmp / "lora")
-            rerank = make_lora_adapter(DEFAULT_MODEL_DIR, tmp / "rerank", seed=1)
-            soft = np.load(make_soft_prompt(tmp / "soft.npy"))
-            build_bundle(bundle, lora_adapter=explain, soft_prompt=soft, rerank=SPEC, rerank_adapter=rerank)
-        values: dict[str, Any] = {"llm_model": str(DEFAULT_MODEL_DIR)}
+    # the real-model backends take the session's bundle (and server) from fixtures
+    assert backend == "transformers" or request is not None
+    if backend == "openai" and request is not None:  # the session's server holds the session's real bundle: the app serves that bundle
+        remote: RemoteLLMServer = request.getfixturevalue("remote_llm")
+        bundle = remote.bundle
+        values: dict[str, Any] = {"llm_model": str(DEFAULT_MODEL_DIR), "llm_url": remote.url}
+    elif backend == "vllm" and request is not None:  # the real model, with the bundle's adapters and soft prompt loaded by the app
+        bundle = request.getfixturevalue("real_llm_bundle")
+        values = {"llm_model": str(DEFAULT_MODEL_DIR)}
     else:  # tiny: a rerank adapter and soft prompt, no explanation adapter (explanations on base weights)
         if not bundle.exists():
             rerank = make_lora_adapter(tiny_llm_dir, tmp / "rerank", seed=1)
@@ -67,7 +71,8 @@ def _settings(backend: str, tmp: Path, tiny_llm_dir: Path, **overrides: Any) -> 
 def app_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, tiny_llm_dir: Path) -> Iterator[tuple[str, TestClient]]:
     backend = request.param
     tmp = tmp_path_factory.mktemp(f"app-{backend}")
-    with TestClient(create_app(_settings(backend, tmp, tiny_llm_dir)), raise_server_exceptions=False) as client:
+    settings = _settings(backend, tmp, tiny_llm_dir, request)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         yield backend, client
 
 
@@ -161,8 +166,8 @@ def test_metrics_count_tokens_and_pass_promtool(app_client: tuple[str, TestClien
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_explanation_deadline(backend: str, tmp_path: Path, tiny_llm_dir: Path) -> None:
-    settings = _settings(backend, tmp_path, tiny_llm_dir, explain_max_new_tokens=400, explain_deadline_ms=50)
+def test_explanation_deadline(backend: str, tmp_path: Path, tiny_llm_dir: Path, request: pytest.FixtureRequest) -> None:
+    settings = _settings(backend, tmp_path, tiny_llm_dir, request, explain_max_new_tokens=400, explain_deadline_ms=50)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         body = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3, "explain": True}).json()
         assert body["explanation_status"] == "timeout"
