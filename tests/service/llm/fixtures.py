@@ -3,6 +3,8 @@ brute-force label log-likelihoods that label scoring must reproduce."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +71,20 @@ def build_real_llm_bundle(tmp: Path, spec: Any) -> Path:
         soft = np.load(make_soft_prompt(tmp / "soft.npy"))
         build_bundle(bundle, lora_adapter=explain, soft_prompt=soft, rerank=spec, rerank_adapter=rerank)
     return bundle
+
+
+class OnItsLoop:
+    """A backend and the event loop it was opened on: an in-process engine binds its output handler to that
+    loop, an HTTP client its connection pool. Subclasses set `self.backend` in `__init__`."""
+
+    backend: Any
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.backend.aclose())
+        self.loop.close()

@@ -27,7 +27,7 @@ from service.main import create_app
 from service.settings import Settings
 from tests.service.ids import exts
 from tests.service.llm.conftest import SPEC, RemoteLLMServer
-from tests.service.llm.fixtures import label_logprobs
+from tests.service.llm.fixtures import OnItsLoop, label_logprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.remote_llm]
 TITLES = [f"Some Movie Title Number {i} ({1950 + i})" for i in range(60)]
@@ -38,21 +38,12 @@ def _names(server: RemoteLLMServer) -> ServedNames:
     return served_names(manifest, ["explain", "rerank"], str(DEFAULT_MODEL_DIR))
 
 
-class Client:
-    """The backend and the event loop it was opened on (its connection pool belongs to that loop)."""
-
+class Client(OnItsLoop):
     def __init__(self, server: RemoteLLMServer) -> None:
-        self.loop = asyncio.new_event_loop()
+        super().__init__()
         manifest = load_manifest(server.bundle)
         soft = server.bundle / manifest.llm.soft_prompt if manifest.llm.soft_prompt else None
         self.backend = self.run(OpenAIBackend.connect(server.url, str(DEFAULT_MODEL_DIR), _names(server), soft_prompt=soft))
-
-    def run(self, coro):  # type: ignore[no-untyped-def]
-        return self.loop.run_until_complete(coro)
-
-    def close(self) -> None:
-        self.run(self.backend.aclose())
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")

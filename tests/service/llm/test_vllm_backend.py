@@ -20,7 +20,7 @@ import torch
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
 from recbundle.rerank import RerankSpec, label_token_ids, rank_prompt
-from tests.service.llm.fixtures import label_logprobs, make_lora_adapter, make_soft_prompt
+from tests.service.llm.fixtures import OnItsLoop, label_logprobs, make_lora_adapter, make_soft_prompt
 
 if os.environ.get("SEQREC_REQUIRE_VLLM") != "1":
     pytest.importorskip("vllm", reason="vLLM is not installed (scripts/install_vllm.sh cpu)")
@@ -67,25 +67,16 @@ def hf_reference(model_dir: Path, adapter_dir: Path) -> dict[str, list[str]]:
     return out
 
 
-class Engine:
-    """The backend and the event loop it was started on (the engine's output handler lives there)."""
-
+class Engine(OnItsLoop):
     def __init__(self, model_dir: Path, adapter_dir: Path, rerank_dir: Path, soft: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.backend = self.loop.run_until_complete(self._start(model_dir, adapter_dir, rerank_dir, soft))
+        super().__init__()
+        self.backend = self.run(self._start(model_dir, adapter_dir, rerank_dir, soft))
 
     @staticmethod
     async def _start(model_dir: Path, adapter_dir: Path, rerank_dir: Path, soft: Path) -> VLLMBackend:
         return VLLMBackend.start(
             str(model_dir), dtype="float32", adapter_dir=adapter_dir, soft_prompt=soft, adapters={"rerank": rerank_dir}
         )
-
-    def run(self, coro):  # type: ignore[no-untyped-def]
-        return self.loop.run_until_complete(coro)
-
-    def close(self) -> None:
-        self.run(self.backend.aclose())
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
