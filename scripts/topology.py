@@ -137,6 +137,32 @@ async def sessions_across(topo: Topology, items: list[str], n: int) -> dict[str,
     return counts
 
 
+async def llm_through_each(topo: Topology, hists: list[list[str]], per_target: int) -> dict[str, Any]:
+    """--llm remote: explained answers (k=3, explain=true, the LLM writing on the one shared server) asked
+    through every replica's own port and through the balancer, `per_target` distinct histories each, a few at
+    a time; counts each answer's explanation_status per target, and the slowest answer."""
+    assert topo.lb is not None
+    targets = {**{name: r.url for name, r in topo.replicas.items()}, "balancer": topo.lb.url}
+    status: dict[str, dict[str, int]] = {name: {} for name in targets}
+    slowest = 0.0
+    sem = asyncio.Semaphore(4)
+
+    async def one(http: httpx.AsyncClient, name: str, history: list[str]) -> None:
+        nonlocal slowest
+        async with sem:
+            t = time.monotonic()
+            r = await http.post(f"{targets[name]}/v1/recommend", json={"history": history, "k": 3, "explain": True})
+            slowest = max(slowest, time.monotonic() - t)
+        key = r.json().get("explanation_status", "?") if r.status_code == 200 else f"http {r.status_code}"
+        status[name][key] = status[name].get(key, 0) + 1
+
+    picks = iter(random.Random(1).sample(hists, per_target * len(targets)))
+    async with httpx.AsyncClient(timeout=600) as http:
+        await asyncio.gather(*(one(http, name, next(picks)) for name in targets for _ in range(per_target)))
+    return {"per_target": per_target, "status": status, "slowest_s": round(slowest, 2),
+            "all_ok": all(s == {"ok": per_target} for s in status.values())}  # fmt: skip
+
+
 async def replica_inflight(http: httpx.AsyncClient, url: str) -> float | None:
     """The replica's own gauge: requests holding its bundle (the recommend handlers running)."""
     try:
@@ -233,6 +259,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         assert topo.lb is not None
         logger.info("topology up: %s behind %s", {k: r.url for k, r in topo.replicas.items()}, topo.lb.url)
         out["sessions"] = asyncio.run(sessions_across(topo, items, args.sessions))
+        if args.llm == "remote":
+            out["llm"] = asyncio.run(llm_through_each(topo, hists, args.llm_requests))
         if args.rounds:
             out["throughput"] = throughput(topo, bodies_path, args)
         out.update(stop_cases(topo, args, bodies_path))
@@ -272,6 +300,7 @@ def parser() -> argparse.ArgumentParser:
                    help="HAProxy's timeout connect (also its pause before some retries: scripts/balancer.py)")
     p.add_argument("--llm", default="none", choices=["none", "remote"],
                    help="remote: one service.llm.remote_server for every replica (SEQREC_LLM_BACKEND=openai)")
+    p.add_argument("--llm-requests", type=int, default=6, help="--llm remote: explained requests per target")
     p.add_argument("--sessions", type=int, default=200)
     p.add_argument("--clients", type=int, default=32, help="wrk connections in the stop-under-load runs")
     p.add_argument("--before", type=float, default=5.0, help="seconds of load before the signal")

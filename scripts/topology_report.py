@@ -138,6 +138,12 @@ def table(s: dict[str, Any]) -> list[str]:
         f"{se['read_via_r2']}, through the balancer: {se['read_via_balancer']}.",
         "",
     ]
+    if "llm" in s:
+        llm = s["llm"]
+        lines += [f"### One LLM server for every replica: explained answers **{'all ok' if llm['all_ok'] else 'NOT all ok'}**",
+                  "", f"{llm['per_target']} requests (k=3, explain=true, distinct histories) through each replica's own "
+                  f"port and through the balancer; explanation_status per target: {llm['status']}; slowest answer "
+                  f"{llm['slowest_s']} s (the LLM on these same 2 CPU cores).", ""]
     if "throughput" in s:
         lines += _throughput_lines(s["throughput"], n)
     if "sigterm" in s:

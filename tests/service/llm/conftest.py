@@ -24,7 +24,7 @@ import pytest
 
 from recbundle.base_model import DEFAULT_MODEL_DIR
 from recbundle.rerank import RerankSpec
-from tests.service.conftest import free_port
+from scripts.procs import free_port
 from tests.service.llm.fixtures import build_real_llm_bundle
 
 REPO = Path(__file__).resolve().parents[3]

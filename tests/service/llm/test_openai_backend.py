@@ -148,9 +148,14 @@ class Proxy:
 
     def __init__(self, port: int) -> None:
         self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
+        self.port = 0
         self.conns: list[socket.socket] = []
+        self.listen()
+
+    def listen(self) -> None:
+        """Accept on `self.port` (a free one the first time; the same one again after `cut()`)."""
+        self.listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the port comes back
+        self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -185,7 +190,7 @@ class Proxy:
             s.close()
 
 
-def test_the_app_degrades_when_the_server_goes_away(remote_llm: RemoteLLMServer, tmp_path: Path) -> None:
+def test_the_app_degrades_when_the_server_goes_away_and_recovers_when_it_is_back(remote_llm: RemoteLLMServer, tmp_path: Path) -> None:
     proxy = Proxy(remote_llm.port)
     values: dict[str, Any] = {
         "bundle_dir": remote_llm.bundle, "llm_model": str(DEFAULT_MODEL_DIR), "llm_backend": "openai",
@@ -205,3 +210,6 @@ def test_the_app_degrades_when_the_server_goes_away(remote_llm: RemoteLLMServer,
         metrics = app.get("/metrics").text
         assert 'seqrec_llm_remote_errors_total{reason="unreachable"}' in metrics
         assert 'seqrec_llm_remote_errors_total{reason="unreachable"} 0.0' not in metrics
+        proxy.listen()  # the server is back at the same address: new calls open new connections to it
+        back = app.post("/v1/recommend", json={**req, "history": exts([7, 8, 9])}).json()
+        assert back["rerank_status"] == "ok" and back["explanation_status"] == "ok", back
