@@ -53,12 +53,16 @@ class Settings(BaseSettings):
     # micro-batching of concurrent encode+search calls: whatever is queued when the worker frees up runs as
     # one batch (3x req/s at 32 concurrent requests, no cost at 1; docs/service.md); 1 = off. A window > 0
     # also waits for more requests, which measured slower here.
+    # 16 x 3 on CPUs: 16 rows is where the traced SASRec costs least per row (76 us against 80 at 32 and 98 at
+    # 8, service/index/fast_encoder.py), and at 32 connections three batches of up to 16 gave 2,490-2,750
+    # req/s against 2,420-2,490 for two of up to 64 (three alternating rounds, docs/service.md). On a GPU a
+    # batch of 64 costs about what one row does: the gpu overlay sets 64 x 2.
     batch_max_size: int = Field(
-        default=64, ge=1, description="most histories per encode+search batch; 1 = off"
+        default=16, ge=1, description="most histories per encode+search batch; 1 = off"
     )
     batch_window_ms: float = Field(default=0.0, ge=0, description="extra wait for a batch to fill")
     batch_inflight: int = Field(
-        default=2, ge=1, description="batches encoded at once (the loop answers one while the next runs)"
+        default=3, ge=1, description="batches encoded at once (the loop answers one while the next runs)"
     )
     torch_threads: int | None = Field(
         default=None,

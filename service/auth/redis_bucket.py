@@ -6,7 +6,9 @@ a third of a recommendation, so a replica asks Redis as little as exactness allo
 - requests for one key that arrive while its call is in flight go together in the next call (it takes n
   tokens, first come first served: the same as n single takes);
 - far from the limit, a replica admits up to `local_share` of the tokens Redis last reported left, for
-  `lease_s`, without waiting, and takes them in Redis in the next call (at most every `sync_interval_s`).
+  `lease_s`, without waiting, and takes them in Redis in the next call (at most every `sync_interval_s`,
+  20 ms: well inside the lease, so the allowance is renewed before it runs out; at 5 ms the calls cost ~3 %
+  of a replica's event loop at 2,500 req/s, and how often they run does not change the bound below).
   Those takes are forced, so every admitted request costs its token; with N replicas the bucket can dip
   below empty by at most N * local_share of what was left, and then refuses until that is refilled. Near
   the limit (under 1 / local_share tokens left) every request waits for Redis's answer.
@@ -95,7 +97,7 @@ class RedisBucket:
         on_error: Callable[[], None] | None = None,
         local_share: float = 0.1,
         lease_s: float = 0.05,
-        sync_interval_s: float = 0.005,
+        sync_interval_s: float = 0.02,
     ) -> None:
         self.prefix = prefix
         self.retry_s = retry_s
