@@ -8,14 +8,18 @@ Adapters are named as in the bundle (`manifest.llm.lora_adapters`): generation a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from recbundle.rerank import render_chat
 
-__all__ = ["EXPLAIN_ADAPTER", "DeadlineExceeded", "check_score_request", "Generation", "LLMBackend", "render_chat"]
+__all__ = ["EXPLAIN_ADAPTER", "DeadlineExceeded", "check_score_request", "Generation", "LLMBackend", "render_chat",
+           "until"]
 
+T = TypeVar("T")
 EXPLAIN_ADAPTER = "explain"  # the bundle adapter (manifest.llm.lora_adapters) that explanations use
 
 
@@ -73,3 +77,9 @@ def check_score_request(soft_prompt: bool, has_soft_prompt: bool, adapter: str |
 
 class DeadlineExceeded(Exception):
     """A backend call reached its deadline before it had an answer."""
+
+
+async def until(job: Awaitable[T], deadline: float) -> T:
+    """`job`'s result, or TimeoutError at `deadline` (a `time.monotonic()` value), `job` then cancelled: the
+    one way every backend bounds a call (cancelling aborts the engine's or the server's request)."""
+    return await asyncio.wait_for(job, max(deadline - time.monotonic(), 0.0))

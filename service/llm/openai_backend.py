@@ -34,7 +34,14 @@ import httpx
 import torch
 
 from recbundle.rerank import log_softmax
-from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
+from service.llm.base import (
+    EXPLAIN_ADAPTER,
+    DeadlineExceeded,
+    Generation,
+    check_score_request,
+    render_chat,
+    until,
+)
 from service.llm.remote_server import ServedNames
 from service.llm.soft_prompt import soft_prompt_and_table
 
@@ -155,9 +162,7 @@ class OpenAIBackend:
         """POST /completions and its JSON answer; TimeoutError past `deadline`, the connection closed then
         (as when the caller cancels), so the server aborts the request."""
         try:
-            response = await asyncio.wait_for(
-                self._client.post("completions", json=body), max(deadline - time.monotonic(), 0.0)
-            )
+            response = await until(self._client.post("completions", json=body), deadline)
         except httpx.TransportError as e:
             raise self._error("unreachable", f"LLM server unreachable: {type(e).__name__}: {e}") from e
         if response.status_code != 200:
@@ -187,9 +192,7 @@ class OpenAIBackend:
         body = self._body(self._gen_model, max_new_tokens, stream=True, **self._prompt(prompt))
         request = self._client.build_request("POST", "completions", json=body)
         try:
-            response = await asyncio.wait_for(
-                self._client.send(request, stream=True), max(deadline - time.monotonic(), 0.0)
-            )
+            response = await until(self._client.send(request, stream=True), deadline)
         except TimeoutError:
             return
         except httpx.TransportError as e:

@@ -29,7 +29,14 @@ from transformers import (
 )
 
 from recbundle.base_model import DEFAULT_MODEL_DIR, convert_smollm2
-from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
+from service.llm.base import (
+    EXPLAIN_ADAPTER,
+    DeadlineExceeded,
+    Generation,
+    check_score_request,
+    render_chat,
+    until,
+)
 from service.llm.label_scoring import ScoreJob, ScoreQueue, score_rows
 from service.llm.soft_prompt import load_soft_prompt
 
@@ -184,7 +191,7 @@ class TransformersBackend:
         self._scores.put(job)
         self._executor.submit(self._drain_scores)  # takes every call pending by the time it runs
         try:
-            return await asyncio.wait_for(future, max(deadline - time.monotonic(), 0.0))
+            return await until(future, deadline)
         except TimeoutError:
             raise DeadlineExceeded("score_labels() reached its deadline") from None
         finally:

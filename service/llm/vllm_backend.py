@@ -36,7 +36,14 @@ from typing import Any
 import torch
 
 from recbundle.rerank import log_softmax
-from service.llm.base import EXPLAIN_ADAPTER, DeadlineExceeded, Generation, check_score_request, render_chat
+from service.llm.base import (
+    EXPLAIN_ADAPTER,
+    DeadlineExceeded,
+    Generation,
+    check_score_request,
+    render_chat,
+    until,
+)
 from service.llm.soft_prompt import soft_prompt_and_table
 from service.llm.vllm_lora import EngineLoRAs, plan_loras
 
@@ -158,7 +165,7 @@ class VLLMBackend:
         params = self._params(max_new_tokens, sample, output_kind=RequestOutputKind.FINAL_ONLY)
         jobs = asyncio.gather(*(self._final(self._input(p), params, self.lora) for p in prompts))
         try:
-            outs = await asyncio.wait_for(jobs, max(deadline - time.monotonic(), 0.0))
+            outs = await until(jobs, deadline)
         except TimeoutError:  # wait_for cancelled every request: vLLM aborted them
             return Generation([""] * len(prompts), 0, stopped_early=True)
         texts = [o.outputs[0].text.strip() for o in outs]
@@ -197,9 +204,7 @@ class VLLMBackend:
         longest = max(len(c.encode()) for c in choices)
         params = self._params(longest + 2, structured_outputs=StructuredOutputsParams(choice=choices))
         try:
-            out = await asyncio.wait_for(
-                self._final(self._input(prompt, soft_prompt), params, self.lora), max(deadline - time.monotonic(), 0.0)
-            )
+            out = await until(self._final(self._input(prompt, soft_prompt), params, self.lora), deadline)
         except TimeoutError:
             raise DeadlineExceeded("choose() reached its deadline") from None
         text = out.outputs[0].text.strip()
@@ -217,7 +222,7 @@ class VLLMBackend:
         params = self._params(1, logprob_token_ids=list(label_ids), output_kind=RequestOutputKind.FINAL_ONLY)
         job = self._score(self._input(prompt, soft_prompt), params, self.loras[adapter] if adapter else self.base_lora)
         try:
-            out = await asyncio.wait_for(job, max(deadline - time.monotonic(), 0.0))
+            out = await until(job, deadline)
         except TimeoutError:  # the request was aborted
             raise DeadlineExceeded("score_labels() reached its deadline") from None
         return log_softmax([out[t].logprob for t in label_ids])
