@@ -7,6 +7,7 @@ import asyncio
 import functools
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -153,6 +154,8 @@ async def open_generation(
 @asynccontextmanager
 async def open_resources(settings: Settings, metrics: Metrics) -> AsyncIterator[Resources]:
     stack = AsyncExitStack()
+    stack.callback(sys.setswitchinterval, sys.getswitchinterval())  # restored on close
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     threads = torch_threads(settings)
     if threads is not None:
         stack.callback(torch.set_num_threads, torch.get_num_threads())  # restored on close

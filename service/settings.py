@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     batch_inflight: int = Field(
         default=3, ge=1, description="batches encoded at once (the loop answers one while the next runs)"
     )
+    # The encoder's worker threads hand the GIL back to the event loop for each traced call and each FAISS
+    # search, and wait to get it again; a thread waiting for the GIL asks for it only after the switch
+    # interval (CPython's default 5 ms). With the loop busy, one batch's trace took 13.8 ms instead of 1.8
+    # (a GIL-holding thread beside it), and under load the batches waited ~1.2 ms each. 0.5 ms: +4-9 %
+    # req/s at 32 connections in paired rounds (docs/service.md, "Two-step retrieval and the GIL").
+    gil_switch_interval_ms: float = Field(
+        default=0.5, gt=0, description="sys.setswitchinterval of the service process, in ms (CPython's: 5)"
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

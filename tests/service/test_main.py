@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ def test_lifespan_opens_and_closes_resources(make_client: ClientFactory) -> None
         assert app.state.resources is not None  # type: ignore[attr-defined]
         assert client.get("/healthz").json() == {"status": "ok"}
     assert app.state.resources is None  # type: ignore[attr-defined]
+
+
+def test_gil_switch_interval_is_set_while_serving_and_restored(make_client: ClientFactory) -> None:
+    before = sys.getswitchinterval()
+    with make_client(gil_switch_interval_ms=0.25):
+        assert sys.getswitchinterval() == pytest.approx(0.25e-3)
+    assert sys.getswitchinterval() == before
 
 
 def test_settings_built_on_startup_from_env(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,46 @@ def test_candidates_cover_seen_items(bundle: Bundle) -> None:
     rec = make(bundle)
     assert rec.candidates(k=5, n_seen=3) == 13
     assert rec.candidates(k=40, n_seen=30) == 50  # capped at the catalogue
+    # the first search: room for at most 2 * k * fanout seen items
+    assert rec.first_fetch(k=5, n_seen=3) == 13
+    assert rec.first_fetch(k=3, n_seen=25) == 6 + 12
+    assert rec.first_fetch(k=40, n_seen=30) == 50
+
+
+class _RankedIndex:
+    """A fake flat index whose ranking is fixed: item 1 first, then 2, 3, ... (so a test knows which
+    candidates a search of N returns, and how many of them a history has seen)."""
+
+    def __init__(self, n_items: int) -> None:
+        self.ntotal = n_items
+        self.searched: list[int] = []
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.searched.append(k)
+        ids = np.tile(np.arange(1, k + 1, dtype=np.int64), (len(x), 1))
+        return -ids.astype(np.float32), ids
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_first_search_full_of_seen_items_is_redone_exactly(bundle: Bundle, batched: bool) -> None:
+    fake = _RankedIndex(bundle.n_items)
+    rec = Recommender(dataclasses.replace(bundle, index=fake), Metrics(), fanout=2, batch_max_size=4 if batched else 1)
+
+    async def main() -> tuple[list[int], list[int]]:
+        await rec.start()
+        try:
+            short = await rec.rank([2, 1], k=3, exclude_seen=True)  # 8 fetched, 6 unseen: one search
+            long = await rec.rank(list(range(1, 26)), k=3, exclude_seen=True)  # 18 fetched, all seen
+        finally:
+            await rec.close()
+        return [i for i, _ in short.items], [i for i, _ in long.items]
+
+    short, long = asyncio.run(main())
+    assert short == [3, 4, 5]
+    assert long == [26, 27, 28]  # what one search of the exact bound (6 + 25) gives
+    assert fake.searched == [8, 18, 31]
+    text = rec.metrics.exposition().decode()
+    assert float(text.split("\nseqrec_retrieval_refetch_total ")[1].split()[0]) == 1
 
 
 def test_drop_seen_then_top_k(bundle: Bundle) -> None:
