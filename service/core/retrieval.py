@@ -61,10 +61,7 @@ class Retriever:
         """seqs (B, max_len) int64 left-padded -> top-n hits per row. Synchronous; run it off the loop."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.encoder(torch.from_numpy(seqs))
-            # as few torch calls as possible: each one hands the GIL back to the event loop and waits to get
-            # it again (see `gil_switch_interval_ms` in service/settings.py)
-            users = np.ascontiguousarray(out.numpy() if out.dtype == torch.float32 else out.float().numpy())
+            users = self.encoder(torch.from_numpy(seqs)).float().contiguous().numpy()  # (B, dim)
         t1 = time.perf_counter()
         with self.search_lock:  # the wait for a GPU search in progress counts as search time
             scores, ids = self.index.search(users, n)  # (B, n), (B, n)
