@@ -67,11 +67,11 @@ class Settings(BaseSettings):
     # The encoder's worker threads hand the GIL back to the event loop for each traced call and each FAISS
     # search, and wait to get it again; a thread waiting for the GIL asks for it only after the switch
     # interval (CPython's default 5 ms). Beside a GIL-holding thread one batch's trace took 13.8 ms instead
-    # of 1.8 (2.5 at 0.2 ms), and under load the batches waited ~1.2 ms each. At 0.5 ms: +2 to +9 % req/s at
-    # 32 connections in paired rounds, within this machine's noise (docs/service.md, "Two-step retrieval
-    # and the GIL").
+    # of 1.8 (2.5 at 0.2 ms). Under load, paired rounds of servers side by side against 0.5 ms (docs/service.md,
+    # "One trace for every batch size"): 0.1 ms +16 % and +17 % req/s in two runs, -3 % in a third; 0.05 ms
+    # about the same; 0.02 ms no gain.
     gil_switch_interval_ms: float = Field(
-        default=0.5, gt=0, description="sys.setswitchinterval of the service process, in ms (CPython's: 5)"
+        default=0.1, gt=0, description="sys.setswitchinterval of the service process, in ms (CPython's: 5)"
     )
     torch_threads: int | None = Field(
         default=None,

@@ -18,7 +18,7 @@ import torch
 
 from recbundle import BundleError, Manifest, load_manifest
 from service.index.catalogue import Catalogue
-from service.index.fast_encoder import BucketedEncoder
+from service.index.fast_encoder import TracedEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _load_encoder(path: Path, max_len: int, dim: int) -> torch.nn.Module:
         raise BundleError(
             f"{path.name} returns {shape} for a (1, {max_len}) input; the manifest says (1, {dim})"
         )
-    return BucketedEncoder(module, max_len)
+    return TracedEncoder(module, max_len)
 
 
 def _set_search_params(index: Any, params: Mapping[str, int | float], name: str) -> None:

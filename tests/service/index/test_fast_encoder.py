@@ -1,12 +1,24 @@
-"""The traced encoder: a batch runs as the cheapest cover of its rows by the traced bucket sizes, and answers
-exactly what the program answers, row for row, at every batch size."""
+"""The traced encoder: one batch-generic trace of an exported SASRec, or else a batch as the cheapest cover of
+its rows by the traced bucket sizes; either way it answers exactly what the program answers, row for row, at
+every batch size."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from service.index.fast_encoder import BucketedEncoder, cheapest_covers
+from service.index.fast_encoder import TracedEncoder, cheapest_covers
+from training.export import export_encoder
+from training.models.sasrec import SASRec, SASRecConfig
+
+
+def left_padded(b: int, max_len: int, n_items: int, gen: torch.Generator) -> torch.Tensor:
+    seqs = torch.randint(1, n_items + 1, (b, max_len), generator=gen)
+    for row in range(b):  # histories of every length, 1 .. max_len
+        seqs[row, : row % max_len] = 0
+    return seqs
 
 
 class MeanPool(torch.nn.Module):
@@ -48,9 +60,56 @@ def test_every_plan_covers_its_rows_with_no_bucket_wasted() -> None:
         assert sum(plan) >= b and (not plan or sum(plan) - min(plan) < b)
 
 
-def test_answers_equal_the_program_at_every_batch_size() -> None:
+class RowCount(MeanPool):
+    """Uses the batch size as a plain number (a trace bakes it in): only per-bucket traces can serve it."""
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        rows = int(seqs.shape[0])
+        return super().forward(seqs) + torch.zeros(rows, 8)
+
+
+def test_an_exported_sasrec_runs_as_one_trace_at_every_batch_size(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=40, max_len=7, dim=16, n_layers=2, n_heads=2)).eval()
+    export_encoder(model, tmp_path / "encoder.pt2")
+    program = torch.export.load(str(tmp_path / "encoder.pt2")).module()
+    enc = TracedEncoder(program, max_len=7, max_batch=8)
+    assert enc.generic is not None and enc.traces == {}  # no buckets needed
+    gen = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for b in [*range(1, 12), 37]:  # past max_batch too
+            seqs = left_padded(b, 7, 40, gen)
+            torch.testing.assert_close(enc(seqs), program(seqs), atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(enc(seqs), model.user_vector(seqs), atol=1e-5, rtol=1e-4)
+
+
+def test_a_graph_using_the_batch_size_otherwise_is_left_to_the_buckets(tmp_path: Path) -> None:
+    class Batched(MeanPool):  # an exported graph that builds a (B, 8) tensor: -1 cannot stand in there
+        def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+            return super().forward(seqs) + seqs.new_zeros((seqs.shape[0], 8), dtype=torch.float32)
+
+    example = torch.ones((2, 6), dtype=torch.long)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(Batched().eval(), (example,), dynamic_shapes={"seqs": {0: batch}}).module()
+    enc = TracedEncoder(program, max_len=6, max_batch=4)
+    assert enc.generic is None and sorted(enc.traces) == [1, 2, 4]
+    gen = torch.Generator().manual_seed(2)
+    with torch.inference_mode():
+        for b in range(1, 7):
+            seqs = left_padded(b, 6, 29, gen)
+            torch.testing.assert_close(enc(seqs), program(seqs), atol=1e-6, rtol=1e-5)
+
+
+def test_a_plain_module_whose_trace_is_batch_free_needs_one_trace() -> None:
     program = MeanPool().eval()
-    enc = BucketedEncoder(program, max_len=6, max_batch=8)
+    enc = TracedEncoder(program, max_len=6, max_batch=8)
+    assert enc.generic is not None and enc.traces == {}
+
+
+def test_answers_equal_the_program_at_every_batch_size() -> None:
+    program = RowCount().eval()
+    enc = TracedEncoder(program, max_len=6, max_batch=8)
+    assert enc.generic is None  # the trace at 8 rows fails at 1
     assert sorted(enc.traces) == [1, 2, 4, 8] and all(c > 0 for c in enc.cost.values())
     gen = torch.Generator().manual_seed(1)
     with torch.inference_mode():
