@@ -43,15 +43,18 @@ class TracedEncoder(torch.nn.Module):
         self.traces: dict[int, torch.jit.ScriptModule] = {}
         self.cost: dict[int, float] = {}  # bucket -> seconds of CPU per call, timed once
         self.generic = batch_generic(program, max_len, max_batch)
-        size = 1 if self.generic is None else max_batch + 1  # buckets only without a generic trace
-        while size <= max_batch:
-            traced = _trace(program, size, max_len)
-            if traced is None:
-                break
-            self.traces[size] = traced
-            self.cost[size] = _time(traced, size, max_len)
-            size *= 2
+        if self.generic is None:  # buckets only without a generic trace
+            size = 1
+            while size <= max_batch:
+                traced = _trace(program, size, max_len)
+                if traced is None:
+                    break
+                self.traces[size] = traced
+                self.cost[size] = _time(traced, size, max_len)
+                size *= 2
         self.plans = cheapest_covers(self.cost, max(self.traces, default=0))
+        mode = "one batch-generic trace" if self.generic is not None else f"traces at {sorted(self.traces)} rows"
+        logger.info("encoder: %s", mode)
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         if self.generic is not None:
@@ -105,13 +108,11 @@ def batch_generic(program: torch.nn.Module, max_len: int, max_batch: int) -> tor
 
     An exported program (an FX graph) is copied with -1 for the batch size in its reshapes; a graph that
     uses the batch size for anything else is left to the buckets. The trace is taken at `max_batch` rows
-    and must equal the program at 1, 3, `max_batch` and `max_batch` + 5 rows."""
-    if isinstance(program, fx.GraphModule):
-        free = _batch_free(program)
-        if free is None:
-            return None
-        program = free
-    traced = _trace(program, max_batch, max_len)
+    and must equal the original program at 1, 3, `max_batch` and `max_batch` + 5 rows."""
+    free = _batch_free(program) if isinstance(program, fx.GraphModule) else program
+    if free is None:
+        return None
+    traced = _trace(free, max_batch, max_len)
     if traced is None:
         return None
     for batch in sorted({1, 3, max_batch, max_batch + 5}):
@@ -145,10 +146,8 @@ def _batch_free(program: fx.GraphModule) -> fx.GraphModule | None:
             return None
         for user in list(node.users):
             shape = user.args[1] if user.target in _RESHAPES and len(user.args) == 2 else None
-            if not isinstance(shape, list | tuple) or sum(a is node for a in shape) != 1:
-                return None
-            if any(isinstance(a, fx.Node) and a is not node for a in shape):
-                return None
+            if not isinstance(shape, list | tuple) or [a for a in shape if isinstance(a, fx.Node)] != [node]:
+                return None  # not a reshape whose only symbolic size is this one
             user.args = (user.args[0], [-1 if a is node else a for a in shape])
         gm.graph.erase_node(node)
     gm.recompile()
