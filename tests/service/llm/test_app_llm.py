@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +166,31 @@ def test_metrics_count_tokens_and_pass_promtool(app_client: tuple[str, TestClien
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_explanation_deadline(backend: str, tmp_path: Path, tiny_llm_dir: Path, request: pytest.FixtureRequest) -> None:
-    settings = _settings(backend, tmp_path, tiny_llm_dir, request, explain_max_new_tokens=400, explain_deadline_ms=50)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        body = client.post("/v1/recommend", json={"history": exts([1, 2]), "k": 3, "explain": True}).json()
+@contextmanager
+def explainer_limits(client: TestClient, deadline_ms: int, max_new_tokens: int) -> Iterator[None]:
+    """The running app's explainer with another deadline and token budget, restored after: the module's
+    app (and its engine: a second vLLM engine costs ~40 s to start) serves the test."""
+    explainer = client.app.state.resources.serving.explainer  # type: ignore[attr-defined]
+    saved = explainer.deadline_s, explainer.max_new_tokens
+    explainer.deadline_s, explainer.max_new_tokens = deadline_ms / 1000, max_new_tokens
+    try:
+        yield
+    finally:
+        explainer.deadline_s, explainer.max_new_tokens = saved
+
+
+def test_explanation_deadline(app_client: tuple[str, TestClient]) -> None:
+    _, client = app_client
+    req = {"history": exts([17, 18]), "k": 3}  # a history no other test asks about: nothing cached for it
+    with explainer_limits(client, deadline_ms=50, max_new_tokens=400):
+        body = client.post("/v1/recommend", json={**req, "explain": True}).json()
         assert body["explanation_status"] == "timeout"
         assert len(body["items"]) == 3 and all(it["explanation"] is None for it in body["items"])
-        with client.stream("POST", "/v1/recommend/stream", json={"history": exts([1, 2]), "k": 3}) as r:
+        with client.stream("POST", "/v1/recommend/stream", json=req) as r:
             events = parse_sse(r.iter_lines())
         assert events[0][0] == "ranking" and events[-1] == ("explanations_done", {"status": "timeout"})
+    again = client.post("/v1/recommend", json={**req, "explain": True}).json()
+    assert again["explanation_status"] == "ok"  # the engine recovered: the timed-out work left nothing behind
 
 
 def test_a_stalled_llm_rerank_falls_back_within_the_deadline(tmp_path: Path, tiny_llm_dir: Path) -> None:
