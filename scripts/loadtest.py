@@ -201,7 +201,7 @@ def _auth_markdown(r: dict[str, Any]) -> str:
             f"{r['auth_throughput_ratio']:.2f} (target >= 0.5); auth vs no auth "
             f"{r['service_auth_ratelimit']['rps'] / r['service_no_explain']['rps']:.2f}. Auth ratio to bare per "
             f"round: {', '.join(f'{x:.2f}' for x in r['auth_ratio_per_round'])} (median of these: "
-            f"{statistics.median(r['auth_ratio_per_round']):.2f}).\n")
+            f"{r['auth_ratio_paired_median']:.2f}).\n")
 
 
 def main() -> None:
