@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 LUA = REPO / "scripts" / "loadtest" / "recommend.lua"
@@ -34,6 +34,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from scripts.procs import Redis, free_port, server, uvicorn_cmd  # noqa: E402
+
+T = TypeVar("T")
 
 
 def catalogue_ids(bundle: Path) -> list[str]:
@@ -98,10 +100,18 @@ def auth_env(redis_url: str) -> tuple[str, dict[str, str]]:
     return raw, env
 
 
+def rotations(items: list[T], rounds: int) -> list[list[T]]:
+    """The order of each round: round r starts at item r (mod len), so that over len(items) rounds every
+    item runs once in every place. A fixed order ran the service with auth last in every round, so a machine
+    that drifts within a round weighed on it more than on bare FastAPI, which always ran first."""
+    return [items[r % len(items) :] + items[: r % len(items)] for r in range(rounds)]
+
+
 def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]:
     """Bare FastAPI, the service, and the service requiring an API key with a Redis rate limit (never
     reached: the cost of the checks), all three running side by side and driven in turn for --rounds
-    rounds, so that other jobs on the machine weigh on all three alike. Reports the median round."""
+    rounds, so that other jobs on the machine weigh on all three alike; each round starts at the next
+    server (`rotations`). Reports the median round and the median of the per-round ratios."""
     py, opts = sys.executable, ["--log-level", "warning", "--no-access-log", *args.uvicorn_opt]
     ports = [free_port() for _ in range(3)]
     bare = [py, "-m", "uvicorn", "--app-dir", "scripts", "bare_app:app", "--port", str(ports[0]), *opts]
@@ -118,11 +128,12 @@ def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]
             targets = list(zip(names, urls, ["", "", key], strict=True))
             for _, url, api_key in targets:
                 run_wrk(url, bodies, args.concurrency, 3, api_key=api_key)  # warm-up
-            for _ in range(args.rounds):
-                for name, url, api_key in targets:
+            for order in rotations(targets, args.rounds):
+                for name, url, api_key in order:
                     runs[name].append(run_wrk(url, bodies, args.concurrency, args.duration, api_key=api_key))
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration,
-                              "rounds": args.rounds, "runs": runs, "load_average": os.getloadavg()}
+                              "rounds": args.rounds, "runs": runs, "load_average": os.getloadavg(),
+                              "order_per_round": [[name for name, _, _ in order] for order in rotations(targets, args.rounds)]}
     for name in names:
         report[name] = sorted(runs[name], key=lambda x: x["rps"])[args.rounds // 2]
     report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
@@ -192,7 +203,8 @@ def _auth_markdown(r: dict[str, Any]) -> str:
                       for name, x in rows)
     return (f"# POST /v1/recommend with API keys and rate limiting on\n\nCommand: `{r['command']}`\n\n"
             f"wrk, {r['concurrency']} connections, {r['duration_s']} s per run, {r['bodies']} request bodies; the "
-            f"three servers run side by side and are driven in turn, {r['rounds']} rounds; median round below. "
+            f"three servers run side by side and are driven in turn, {r['rounds']} rounds"
+            f"{', each round starting at the next server' if 'order_per_round' in r else ''}; median round below. "
             "The driver and the servers share the machine's cores (load average at the end: "
             f"{', '.join(f'{x:.1f}' for x in r['load_average'])}). The rate limit (Redis token bucket) is set "
             "high enough never to refuse: the runs measure the cost of the checks.\n\n"
