@@ -128,12 +128,13 @@ def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]
             targets = list(zip(names, urls, ["", "", key], strict=True))
             for _, url, api_key in targets:
                 run_wrk(url, bodies, args.concurrency, 3, api_key=api_key)  # warm-up
-            for order in rotations(targets, args.rounds):
+            orders = rotations(targets, args.rounds)
+            for order in orders:
                 for name, url, api_key in order:
                     runs[name].append(run_wrk(url, bodies, args.concurrency, args.duration, api_key=api_key))
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration,
                               "rounds": args.rounds, "runs": runs, "load_average": os.getloadavg(),
-                              "order_per_round": [[name for name, _, _ in order] for order in rotations(targets, args.rounds)]}
+                              "order_per_round": [[name for name, _, _ in order] for order in orders]}
     for name in names:
         report[name] = sorted(runs[name], key=lambda x: x["rps"])[args.rounds // 2]
     report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
