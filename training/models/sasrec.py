@@ -41,13 +41,26 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last query position alone (`last_only`)."""
-        B, L, D = x.shape
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, qkv: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last query position alone (`last_only`: the query
+        is projected at that position only). `qkv`: this layer's (B, L, 3D) projections of `x`, when the
+        caller already has them (`FirstBlockTable`); `x` is then not read."""
+        if qkv is not None:
+            q, k, v = qkv.split(qkv.size(-1) // 3, dim=2)
+            if last_only:
+                q = q[:, -1:]
+        elif last_only:
+            D = x.size(-1)
+            k, v = F.linear(x, self.qkv.weight[D:], self.qkv.bias[D:]).split(D, dim=2)
+            q = F.linear(x[:, -1:], self.qkv.weight[:D], self.qkv.bias[:D])
+        else:
+            q, k, v = self.qkv(x).split(x.size(-1), dim=2)
+        B, L, D = k.shape
         H = self.n_heads
-        q, k, v = self.qkv(x).split(D, dim=2)
         if last_only:
-            q, mask = q[:, -1:], mask[:, :, -1:]
+            mask = mask[:, :, -1:]
         q = q.view(B, q.size(1), H, D // H).transpose(1, 2)
         k, v = (t.view(B, L, H, D // H).transpose(1, 2) for t in (k, v))
         y = F.scaled_dot_product_attention(
@@ -67,10 +80,13 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, qkv: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`last_only`: compute the output at the last position only, (B, 1, D); keys and values still
-        come from every position. What serving needs from the final block, at a fraction of the cost."""
-        y = self.attn(self.ln1(x), mask, last_only)
+        come from every position. What serving needs from the final block, at a fraction of the cost.
+        `qkv`: the attention's projections of `ln1(x)`, already known (`FirstBlockTable`)."""
+        y = self.attn(x if qkv is not None else self.ln1(x), mask, last_only, qkv)
         x = (x[:, -1:] if last_only else x) + self.drop(y)
         return x + self.drop(self.ffn(self.ln2(x)))
 
@@ -119,20 +135,28 @@ class SASRec(SequentialRecommender):
         """(B, L) left-padded ids -> (B, L, D) hidden states. Inputs longer than max_len keep the tail."""
         return self._run(seqs, last_only=False)
 
-    def user_vector(self, seqs: torch.Tensor) -> torch.Tensor:
+    def user_vector(self, seqs: torch.Tensor, table: FirstBlockTable | None = None) -> torch.Tensor:
         """(B, L) -> (B, D): the hidden state at the last position (left padding: the newest item). The
-        final block computes that position alone, which is what the served encoder runs per request."""
-        return self._run(seqs, last_only=True)[:, -1]
+        final block computes that position alone, which is what the served encoder runs per request;
+        `table` (eval only) replaces the first block's input projections by a look-up."""
+        return self._run(seqs, last_only=True, table=table)[:, -1]
 
-    def _run(self, seqs: torch.Tensor, last_only: bool) -> torch.Tensor:
+    def _run(self, seqs: torch.Tensor, last_only: bool, table: FirstBlockTable | None = None) -> torch.Tensor:
         seqs = seqs[:, -self.cfg.max_len :]
         L = seqs.size(1)
         pos = torch.arange(self.cfg.max_len - L, self.cfg.max_len, device=seqs.device)
-        x = self.embed_items(seqs) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)
-        x = self.emb_drop(x) * (seqs != PAD).unsqueeze(-1)
+        keep = (seqs != PAD).unsqueeze(-1)
+        qkv = None
+        if table is None:
+            x = self.embed_items(seqs) * math.sqrt(self.cfg.dim) + self.pos_emb(pos)
+            x = self.emb_drop(x) * keep
+        else:
+            assert not self.training, "the first-block table holds eval-mode values (no dropout)"
+            x = (F.embedding(seqs, table.items) + self.pos_emb(pos)) * keep
+            qkv = table.qkv(seqs, pos, keep)  # (B, L, 3D)
         mask = attention_mask(seqs)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1)
+            x = block(x, mask, last_only=last_only and i == len(self.blocks) - 1, qkv=qkv if i == 0 else None)
         return self.ln_f(x)
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -154,3 +178,70 @@ class SASRec(SequentialRecommender):
         return F.binary_cross_entropy_with_logits(
             pos_logit, torch.ones_like(pos_logit)
         ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
+
+
+class FirstBlockTable(nn.Module):
+    """The first block's layer norm and attention projections, `qkv(ln1(x))`, from per-item and
+    per-position tables: no (B, L, D) x (D, 3D) matmul per request.
+
+    The first block's input at a position is `x = a + p` (the item's embedding times sqrt(d), the position's
+    embedding; zero for padding), and everything before its attention works on one position at a time.
+    Layer norm centres `x`, which is linear: `x - mean(x) = a~ + p~` (each centred). So with `g` the norm's
+    gain folded into the projection `W`,
+
+        qkv = W g (a~ + p~) / s + (W beta + bias),    s^2 = (|a~|^2 + 2 a~.p~ + |p~|^2) / d + eps,
+
+    where `W g a~` is a row per item, `W g p~` a row per position, and `a~.p~` one number per (item,
+    position) pair: (n_items + 1) * (3d + max_len + d + 1) floats in all (ML-100K: 1.6 MB), read per
+    request instead of computed. The same values as the block's own (to float rounding; export checks every
+    pair, training/export.py). `items` is the item part of `x` (the residual stream), so the item embedding
+    (an adapter network, for the P2Rec variants) is not rerun either. Eval mode only (no dropout)."""
+
+    def __init__(self, model: SASRec) -> None:
+        super().__init__()
+        cfg = model.cfg
+        block = model.blocks[0]
+        ln, lin = block.ln1, block.attn.qkv
+        with torch.no_grad():
+            ids = torch.arange(cfg.n_items + 1).unsqueeze(1)  # (N + 1, 1)
+            items = model.embed_items(ids)[:, 0] * math.sqrt(cfg.dim)  # (N + 1, D)
+            items[PAD] = 0.0
+            a = items - items.mean(-1, keepdim=True)
+            p = model.pos_emb.weight - model.pos_emb.weight.mean(-1, keepdim=True)  # (max_len, D)
+            w = lin.weight * ln.weight  # (3D, D): the gain folded in
+            self.register_buffer("items", items.contiguous())
+            self.register_buffer("item_proj", (a @ w.T).contiguous())  # (N + 1, 3D)
+            self.register_buffer("pos_proj", (p @ w.T).contiguous())  # (max_len, 3D)
+            self.register_buffer("cross", (a @ p.T).reshape(-1).contiguous())  # row item * max_len + pos
+            self.register_buffer("item_sq", (a * a).sum(-1))  # (N + 1,)
+            self.register_buffer("pos_sq", (p * p).sum(-1))  # (max_len,)
+            self.register_buffer("bias", (lin.weight @ ln.bias + lin.bias).contiguous())  # qkv of a zero input
+        self.max_len, self.dim, self.eps = cfg.max_len, cfg.dim, ln.eps
+
+    def qkv(self, seqs: torch.Tensor, pos: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids at positions `pos` (L,), `keep` (B, L, 1) the non-padding ones -> (B, L, 3D)."""
+        cross = F.embedding(seqs * self.max_len + pos, self.cross.unsqueeze(1)).squeeze(-1)  # (B, L)
+        sq = (F.embedding(seqs, self.item_sq.unsqueeze(1)).squeeze(-1) + 2 * cross + self.pos_sq[pos]) / self.dim
+        scale = torch.rsqrt(sq.unsqueeze(-1) * keep + self.eps) * keep  # (B, L, 1); 0 for padding
+        return (F.embedding(seqs, self.item_proj) + self.pos_proj[pos]) * scale + self.bias
+
+    def max_error(self, model: SASRec, chunk: int = 1024) -> float:
+        """The largest absolute difference from the first block's own `qkv(ln1(x))`, over every (item,
+        position) pair, padding included (`chunk` items at a time)."""
+        cfg, block = model.cfg, model.blocks[0]
+        pos = torch.arange(cfg.max_len)
+        worst = 0.0
+        with torch.no_grad():
+            for start in range(0, cfg.n_items + 1, chunk):
+                ids = torch.arange(start, min(start + chunk, cfg.n_items + 1)).unsqueeze(1).expand(-1, cfg.max_len)
+                keep = (ids != PAD).unsqueeze(-1)
+                x = (self.items[ids] + model.pos_emb(pos)) * keep
+                ref = block.attn.qkv(block.ln1(x))
+                worst = max(worst, (self.qkv(ids, pos, keep) - ref).abs().max().item())
+        return worst
+
+    @staticmethod
+    def nbytes(cfg: SASRecConfig) -> int:
+        """The tables' size in float32 bytes, before building them."""
+        n = cfg.n_items + 1
+        return 4 * (n * (4 * cfg.dim + cfg.max_len + 1) + cfg.max_len * (3 * cfg.dim + 1) + 3 * cfg.dim)

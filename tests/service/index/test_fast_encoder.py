@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from service.index.fast_encoder import TracedEncoder, cheapest_covers
-from training.export import export_encoder
-from training.models.sasrec import SASRec, SASRecConfig
+from training.export import UserEncoder, _table_agrees, export_encoder
+from training.models.sasrec import FirstBlockTable, SASRec, SASRecConfig
 
 
 def left_padded(b: int, max_len: int, n_items: int, gen: torch.Generator) -> torch.Tensor:
@@ -71,8 +71,11 @@ class RowCount(MeanPool):
 def test_an_exported_sasrec_runs_as_one_trace_at_every_batch_size(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(n_items=40, max_len=7, dim=16, n_layers=2, n_heads=2)).eval()
-    export_encoder(model, tmp_path / "encoder.pt2")
+    assert export_encoder(model, tmp_path / "encoder.pt2") == {
+        "first_block_table": {"bytes": FirstBlockTable.nbytes(model.cfg)}
+    }
     program = torch.export.load(str(tmp_path / "encoder.pt2")).module()
+    assert {name for name, _ in program.named_buffers()} >= {"table.items", "table.item_proj"}
     enc = TracedEncoder(program, max_len=7, max_batch=8)
     assert enc.generic is not None and enc.traces == {}  # no buckets needed
     gen = torch.Generator().manual_seed(1)
@@ -81,6 +84,21 @@ def test_an_exported_sasrec_runs_as_one_trace_at_every_batch_size(tmp_path: Path
             seqs = left_padded(b, 7, 40, gen)
             torch.testing.assert_close(enc(seqs), program(seqs), atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(enc(seqs), model.user_vector(seqs), atol=1e-5, rtol=1e-4)
+
+
+def test_an_encoder_over_its_table_budget_or_with_a_wrong_table_is_exported_without_one(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(n_items=40, max_len=7, dim=16, n_layers=2, n_heads=2)).eval()
+    assert export_encoder(model, tmp_path / "plain.pt2", budget_mb=0.01) == {"first_block_table": None}
+    encoder = UserEncoder(model, budget_mb=1)
+    assert encoder.table is not None and _table_agrees(model, encoder)
+    encoder.table.item_proj.mul_(1.01)  # a table 1 % off
+    assert not _table_agrees(model, encoder)
+    program = torch.export.load(str(tmp_path / "plain.pt2")).module()
+    assert not [name for name, _ in program.named_buffers() if "table" in name]
+    seqs = left_padded(5, 7, 40, torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        torch.testing.assert_close(program(seqs), model.user_vector(seqs), atol=1e-6, rtol=1e-5)
 
 
 def test_a_graph_using_the_batch_size_otherwise_is_left_to_the_buckets(tmp_path: Path) -> None:

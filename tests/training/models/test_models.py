@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from training.models import Batch, GRU4Rec, GRU4RecConfig, Popularity, SASRec, SASRecConfig, build_model
+from training.models.sasrec import FirstBlockTable
 
 N_ITEMS = 30
 
@@ -29,6 +30,28 @@ def test_sasrec_user_vector_computing_the_last_position_alone_matches_the_full_p
     seqs = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 3, 4, 5], [1, 2, 3, 4, 5, 6, 7, 8]])
     with torch.no_grad():
         torch.testing.assert_close(m.user_vector(seqs), m.hidden(seqs)[:, -1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_the_first_block_table_gives_the_user_vectors_the_model_computes(n_layers: int) -> None:
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(n_items=N_ITEMS, max_len=8, dim=16, n_layers=n_layers, n_heads=2)).eval()
+    table = FirstBlockTable(m)
+    assert sum(b.numel() * 4 for b in table.buffers()) == FirstBlockTable.nbytes(m.cfg)
+    assert table.max_error(m) < 1e-5  # every (item, position) pair, against the block's own layers
+    assert table.max_error(m, chunk=7) == table.max_error(m)
+    gen = torch.Generator().manual_seed(3)
+    seqs = torch.randint(1, N_ITEMS + 1, (6, 8), generator=gen)
+    seqs[0] = 0  # all padding
+    seqs[1, :5] = 0
+    seqs[2, :7] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(m.user_vector(seqs, table), m.hidden(seqs)[:, -1], atol=1e-5, rtol=1e-4)
+        short = seqs[:, 3:]  # a shorter window: absolute positions 3..7, as the model uses them
+        torch.testing.assert_close(m.user_vector(short, table), m.user_vector(short), atol=1e-5, rtol=1e-4)
+    m.train()
+    with pytest.raises(AssertionError, match="eval-mode"):
+        m.user_vector(seqs, table)
 
 
 def test_sasrec_is_causal_and_ignores_padding() -> None:

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from training.models.base import Batch
+from training.models.sasrec import FirstBlockTable
 from training.models.sasrec_aug import SASRecAdapter, SASRecAdapterConfig, SASRecInit, SASRecInitConfig
 
 N_ITEMS, D_AUG, DIM = 30, 12, 16
@@ -94,3 +95,5 @@ def test_user_vector_survives_torch_export(variant: str, tmp_path: Path) -> None
     seqs = torch.tensor([[0, 0, 0, 0, 0, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8], [0, 0, 0, 0, 0, 0, 0, 9]])
     with torch.no_grad():
         torch.testing.assert_close(loaded(seqs), m.user_vector(seqs))
+        # the serving table (training/export.py) runs the adapter once per item, ahead of time
+        torch.testing.assert_close(m.user_vector(seqs, FirstBlockTable(m)), m.user_vector(seqs), atol=1e-5, rtol=1e-4)
