@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.loadtest import rotations  # noqa: E402
 from service.core.history import left_pad  # noqa: E402
 from service.index.bundle import Bundle, load_bundle  # noqa: E402
+from service.index.fast_encoder import TracedEncoder  # noqa: E402
 
 
 def histories(bundle: Bundle, bodies: Path) -> np.ndarray:
@@ -46,6 +48,14 @@ def histories(bundle: Bundle, bodies: Path) -> np.ndarray:
     if not rows:
         raise SystemExit(f"no history in {bodies} names an item of {bundle.manifest.bundle_id}")
     return np.stack(rows)
+
+
+def mode(encoder: torch.nn.Module) -> str:
+    """How the service runs this encoder (service/index/fast_encoder.py): one trace for every batch size,
+    traces per batch size, or the exported program itself."""
+    if isinstance(encoder, TracedEncoder):
+        return "one batch-generic trace" if encoder.generic is not None else f"traces at {sorted(encoder.traces)} rows"
+    return "the exported program"
 
 
 def time_calls(encoder: torch.nn.Module, seqs: np.ndarray, batch: int, calls: int, start: int) -> float:
@@ -64,7 +74,17 @@ def time_calls(encoder: torch.nn.Module, seqs: np.ndarray, batch: int, calls: in
 def run(
     bundles: list[Path], bodies: Path, batches: list[int], rounds: int, calls: int, labels: list[str] | None = None
 ) -> dict[str, Any]:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run(bundles, bodies, batches, rounds, calls, labels)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    bundles: list[Path], bodies: Path, batches: list[int], rounds: int, calls: int, labels: list[str] | None
+) -> dict[str, Any]:
     loaded = [load_bundle(b) for b in bundles]
     labels = labels or [""] * len(bundles)
     if len(labels) != len(bundles):
@@ -97,11 +117,12 @@ def run(
             ]
         results[str(batch)] = row
     return {
-        "command": "python scripts/bench_encoder.py " + " ".join(sys.argv[1:]),
+        "command": "python scripts/bench_encoder.py " + shlex.join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"torch {torch.__version__}",
         "bundles": names,
         "first_block_table": tables,
+        "encoder_mode": [mode(b.encoder) for b in loaded],
         "histories": len(seqs[0]),
         "rounds": rounds,
         "calls_per_round": calls,
@@ -122,18 +143,23 @@ def markdown(report: dict[str, Any]) -> str:
         f"CPU time of {report['calls_per_round']} calls per batch size and bundle (one intra-op thread).",
         "",
     ]
-    for i, (name, table) in enumerate(zip(report["bundles"], report["first_block_table"], strict=True)):
+    for i, (name, table, how) in enumerate(
+        zip(report["bundles"], report["first_block_table"], report["encoder_mode"], strict=True)
+    ):
         what = f"first-block table, {table['bytes'] / 2**20:.1f} MiB" if table else "no first-block table"
-        lines.append(f"- bundle {i + 1}: {name} ({what})")
-    head = "| rows per call | " + " | ".join(f"bundle {i + 1} µs/call (µs/row)" for i in range(len(report["bundles"])))
-    many = len(report["bundles"]) > 1
-    lines += ["", head + (" | ratio to bundle 1 (median of rounds) |" if many else " |"),
-              "|---:|" + "---:|" * (len(report["bundles"]) + many)]
+        lines.append(f"- bundle {i + 1}: {name} ({what}; served as {how})")
+    n = len(report["bundles"])
+    head = "| rows per call | " + " | ".join(f"bundle {i + 1}: median µs/call (µs/row)" for i in range(n))
+    ratios = [f"bundle {i + 1} / bundle 1: median of per-round ratios" for i in range(1, n)]
+    lines += ["", head + "".join(f" | {r}" for r in ratios) + " |", "|---:|" + "---:|" * (2 * n - 1)]
     for batch, row in report["results"].items():
         cells = [f"{c} ({r})" for c, r in zip(row["us_per_call"], row["us_per_row"], strict=True)]
-        if many:
-            cells.append(", ".join(str(x) for x in row["ratio_to_first"]))
+        cells += [str(x) for x in row.get("ratio_to_first", [])]
         lines.append(f"| {batch} | " + " | ".join(cells) + " |")
+    if n > 1:
+        lines += ["", "The two measures can differ: the µs columns are each bundle's median over rounds, the ratios "
+                  "the median of ratios taken within each round, where the bundles ran seconds apart. On this "
+                  "shared machine trust a difference only where both agree."]
     return "\n".join(lines) + "\n"
 
 

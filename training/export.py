@@ -38,14 +38,14 @@ TABLE_BUDGET_ENV = "SEQREC_EXPORT_TABLE_MB"
 
 def table_budget_mb() -> float:
     """The largest first-block table (`UserEncoder`) an export may add to a bundle, in MiB: 256 (ML-100K's
-    is 50), or $SEQREC_EXPORT_TABLE_MB (0: never)."""
+    is 1.6), or $SEQREC_EXPORT_TABLE_MB (0: never)."""
     return float(os.environ.get(TABLE_BUDGET_ENV, "256"))
 
 
 class UserEncoder(nn.Module):
     """(B, L) left-padded ids -> (B, D) user vectors; what the service runs per request. A SASRec encoder
-    carries its `FirstBlockTable` when the table fits `budget_mb`: about a quarter less CPU per
-    batch on this machine (docs/service.md, "The first block as a table")."""
+    carries its `FirstBlockTable` when the table fits `budget_mb` (docs/service.md, "The first block as a
+    table")."""
 
     def __init__(self, model: SequentialRecommender, budget_mb: float = 0.0) -> None:
         super().__init__()
@@ -77,7 +77,9 @@ def export_encoder(model: SequentialRecommender, path: Path, budget_mb: float | 
     program = torch.export.export(encoder, (example,), dynamic_shapes={"seqs": {0: batch}})
     torch.export.save(program, path)
     if encoder.table is not None:
-        return {"first_block_table": {"bytes": FirstBlockTable.nbytes(model.cfg)}}
+        assert isinstance(model, SASRec)
+        error = encoder.table.max_error(model)
+        return {"first_block_table": {"bytes": FirstBlockTable.nbytes(model.cfg), "max_error": error}}
     return {"first_block_table": None}
 
 

@@ -48,6 +48,7 @@ def test_histories_are_left_padded_dense_ids_without_unknown_items(bundles: tupl
 
 
 def test_the_report_times_every_bundle_at_every_batch_size(bundles: tuple[Path, Path], bodies: Path) -> None:
+    threads = torch.get_num_threads()
     report = run(list(bundles), bodies, [1, 3], rounds=2, calls=3, labels=["no table", "table"])
     assert report["first_block_table"][0] is None and report["first_block_table"][1]["bytes"] > 0
     assert report["order_per_round"] == [[0, 1], [1, 0]]
@@ -57,6 +58,7 @@ def test_the_report_times_every_bundle_at_every_batch_size(bundles: tuple[Path, 
         assert len(row["ratio_to_first"]) == 1
     text = markdown(report)
     assert "no first-block table" in text and ": table (first-block table" in text
-    assert text.count("\n| 1 |") == 1 and text.count("\n| 3 |") == 1
+    assert text.count("\n| 1 |") == 1 and text.count("\n| 3 |") == 1 and "served as one batch-generic trace" in text
+    assert report["encoder_mode"] == ["one batch-generic trace"] * 2 and torch.get_num_threads() == threads
     with pytest.raises(SystemExit, match="1 labels for 2 bundles"):
         run(list(bundles), bodies, [1], rounds=1, calls=1, labels=["one"])

@@ -192,13 +192,15 @@ class FirstBlockTable(nn.Module):
         qkv = W g (a~ + p~) / s + (W beta + bias),    s^2 = (|a~|^2 + 2 a~.p~ + |p~|^2) / d + eps,
 
     where `W g a~` is a row per item, `W g p~` a row per position, and `a~.p~` one number per (item,
-    position) pair: (n_items + 1) * (3d + max_len + d + 1) floats in all (ML-100K: 1.6 MB), read per
+    position) pair: (n_items + 1) * (3d + max_len + d + 1) floats in all (ML-100K: 1.6 MiB), read per
     request instead of computed. The same values as the block's own (to float rounding; export checks every
     pair, training/export.py). `items` is the item part of `x` (the residual stream), so the item embedding
     (an adapter network, for the P2Rec variants) is not rerun either. Eval mode only (no dropout)."""
 
     def __init__(self, model: SASRec) -> None:
         super().__init__()
+        if model.training:  # dropout in an adapter would be baked into `items`
+            raise ValueError("build the first-block table from a model in eval mode")
         cfg = model.cfg
         block = model.blocks[0]
         ln, lin = block.ln1, block.attn.qkv

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from service.index.fast_encoder import TracedEncoder, cheapest_covers
-from training.export import UserEncoder, _table_agrees, export_encoder
+from training import export
+from training.export import TABLE_BUDGET_ENV, UserEncoder, _table_agrees, export_encoder
 from training.models.sasrec import FirstBlockTable, SASRec, SASRecConfig
 
 
@@ -71,9 +72,8 @@ class RowCount(MeanPool):
 def test_an_exported_sasrec_runs_as_one_trace_at_every_batch_size(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(n_items=40, max_len=7, dim=16, n_layers=2, n_heads=2)).eval()
-    assert export_encoder(model, tmp_path / "encoder.pt2") == {
-        "first_block_table": {"bytes": FirstBlockTable.nbytes(model.cfg)}
-    }
+    table = export_encoder(model, tmp_path / "encoder.pt2", budget_mb=1)["first_block_table"]
+    assert table["bytes"] == FirstBlockTable.nbytes(model.cfg) and 0 <= table["max_error"] < 1e-5
     program = torch.export.load(str(tmp_path / "encoder.pt2")).module()
     assert {name for name, _ in program.named_buffers()} >= {"table.items", "table.item_proj"}
     enc = TracedEncoder(program, max_len=7, max_batch=8)
@@ -86,15 +86,23 @@ def test_an_exported_sasrec_runs_as_one_trace_at_every_batch_size(tmp_path: Path
             torch.testing.assert_close(enc(seqs), model.user_vector(seqs), atol=1e-5, rtol=1e-4)
 
 
-def test_an_encoder_over_its_table_budget_or_with_a_wrong_table_is_exported_without_one(tmp_path: Path) -> None:
+def test_an_encoder_over_its_table_budget_or_with_a_wrong_table_is_exported_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     torch.manual_seed(0)
     model = SASRec(SASRecConfig(n_items=40, max_len=7, dim=16, n_layers=2, n_heads=2)).eval()
     assert export_encoder(model, tmp_path / "plain.pt2", budget_mb=0.01) == {"first_block_table": None}
+    monkeypatch.setenv(TABLE_BUDGET_ENV, "0")
+    assert export_encoder(model, tmp_path / "env.pt2") == {"first_block_table": None}
+    monkeypatch.setenv(TABLE_BUDGET_ENV, "1")
+    monkeypatch.setattr(export, "_table_agrees", lambda model, encoder: False)
+    assert export_encoder(model, tmp_path / "refused.pt2") == {"first_block_table": None}
+    monkeypatch.undo()
     encoder = UserEncoder(model, budget_mb=1)
     assert encoder.table is not None and _table_agrees(model, encoder)
     encoder.table.item_proj.mul_(1.01)  # a table 1 % off
     assert not _table_agrees(model, encoder)
-    program = torch.export.load(str(tmp_path / "plain.pt2")).module()
+    program = torch.export.load(str(tmp_path / "refused.pt2")).module()
     assert not [name for name, _ in program.named_buffers() if "table" in name]
     seqs = left_padded(5, 7, 40, torch.Generator().manual_seed(4))
     with torch.inference_mode():

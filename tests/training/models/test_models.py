@@ -36,6 +36,10 @@ def test_sasrec_user_vector_computing_the_last_position_alone_matches_the_full_p
 def test_the_first_block_table_gives_the_user_vectors_the_model_computes(n_layers: int) -> None:
     torch.manual_seed(0)
     m = SASRec(SASRecConfig(n_items=N_ITEMS, max_len=8, dim=16, n_layers=n_layers, n_heads=2)).eval()
+    block = m.blocks[0]
+    with torch.no_grad():  # as after training: the norm's gain and bias and the projection's bias all count
+        for t in (block.ln1.weight, block.ln1.bias, block.attn.qkv.bias, m.item_emb.weight, m.pos_emb.weight):
+            t.copy_(torch.randn_like(t))
     table = FirstBlockTable(m)
     assert sum(b.numel() * 4 for b in table.buffers()) == FirstBlockTable.nbytes(m.cfg)
     assert table.max_error(m) < 1e-5  # every (item, position) pair, against the block's own layers
@@ -52,6 +56,8 @@ def test_the_first_block_table_gives_the_user_vectors_the_model_computes(n_layer
     m.train()
     with pytest.raises(AssertionError, match="eval-mode"):
         m.user_vector(seqs, table)
+    with pytest.raises(ValueError, match="eval mode"):
+        FirstBlockTable(m)
 
 
 def test_sasrec_is_causal_and_ignores_padding() -> None:
