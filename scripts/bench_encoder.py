@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -29,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.loadtest import rotations  # noqa: E402
+from scripts.loadtest import machine, rotations  # noqa: E402
 from service.core.history import left_pad  # noqa: E402
 from service.index.bundle import Bundle, load_bundle  # noqa: E402
 from service.index.fast_encoder import TracedEncoder  # noqa: E402
@@ -118,8 +116,7 @@ def _run(
         results[str(batch)] = row
     return {
         "command": "python scripts/bench_encoder.py " + shlex.join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        "machine": machine(),
         "bundles": names,
         "first_block_table": tables,
         "encoder_mode": [mode(b.encoder) for b in loaded],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -100,6 +101,27 @@ def auth_env(redis_url: str) -> tuple[str, dict[str, str]]:
     return raw, env
 
 
+def machine() -> str:
+    """The host a benchmark ran on, as its reports name it: CPU model, cores and the vector instructions torch
+    uses. Ratios between servers moved with the host (docs/service.md, "The last block without keys or
+    values, and another host"), so reports say which."""
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "?")
+    try:
+        import torch
+
+        isa = f", torch {torch.__version__} with {torch.backends.cpu.get_cpu_capability()}"
+    except ImportError:  # the load test itself needs no torch
+        isa = ""
+    return f"{platform.machine()} {model}, {os.cpu_count()} CPUs, Python {platform.python_version()}{isa}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
 def rotations(items: list[T], rounds: int) -> list[list[T]]:
     """The order of each round: round r starts at item r (mod len), so that over len(items) rounds every
     item runs once in every place. A fixed order ran the service with auth last in every round, so a machine
@@ -134,7 +156,8 @@ def auth_bench(args: argparse.Namespace, bodies: Path, n: int) -> dict[str, Any]
                     runs[name].append(run_wrk(url, bodies, args.concurrency, args.duration, api_key=api_key))
     report: dict[str, Any] = {"bodies": n, "concurrency": args.concurrency, "duration_s": args.duration,
                               "rounds": args.rounds, "runs": runs, "load_average": os.getloadavg(),
-                              "order_per_round": [[name for name, _, _ in order] for order in orders]}
+                              "order_per_round": [[name for name, _, _ in order] for order in orders],
+                              "machine": machine()}
     for name in names:
         report[name] = sorted(runs[name], key=lambda x: x["rps"])[args.rounds // 2]
     report["throughput_ratio"] = report["service_no_explain"]["rps"] / report["bare_fastapi"]["rps"]
@@ -206,6 +229,7 @@ def _auth_markdown(r: dict[str, Any]) -> str:
             f"wrk, {r['concurrency']} connections, {r['duration_s']} s per run, {r['bodies']} request bodies; the "
             f"three servers run side by side and are driven in turn, {r['rounds']} rounds"
             f"{', each round starting at the next server' if 'order_per_round' in r else ''}; median round below. "
+            f"{'Machine: ' + r['machine'] + '. ' if 'machine' in r else ''}"
             "The driver and the servers share the machine's cores (load average at the end: "
             f"{', '.join(f'{x:.1f}' for x in r['load_average'])}). The rate limit (Redis token bucket) is set "
             "high enough never to refuse: the runs measure the cost of the checks.\n\n"

@@ -44,17 +44,15 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, qkv: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last query position alone (`last_only`: the query
-        is projected at that position only). `qkv`: this layer's (B, L, 3D) projections of `x`, when the
+        """(B, L, D) -> (B, L, D), or (B, 1, D) for the last query position alone (`last_only`: no keys or
+        values are projected, `_last_query`). `qkv`: this layer's (B, L, 3D) projections of `x`, when the
         caller already has them (`FirstBlockTable`); `x` is then not read."""
         if qkv is not None:
             q, k, v = qkv.split(qkv.size(-1) // 3, dim=2)
             if last_only:
                 q = q[:, -1:]
         elif last_only:
-            D = x.size(-1)
-            k, v = F.linear(x, self.qkv.weight[D:], self.qkv.bias[D:]).split(D, dim=2)
-            q = F.linear(x[:, -1:], self.qkv.weight[:D], self.qkv.bias[:D])
+            return self._last_query(x, mask[:, 0, -1])
         else:
             q, k, v = self.qkv(x).split(x.size(-1), dim=2)
         B, L, D = k.shape
@@ -67,6 +65,27 @@ class CausalSelfAttention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )  # (B, H, Lq, D/H)
         return self.proj(y.transpose(1, 2).reshape(B, q.size(2), D))
+
+    def _last_query(self, x: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """(B, L, D), `keys` (B, L) the last query's allowed keys -> (B, 1, D): attention for the last position
+        alone, without projecting a key or a value anywhere. Per head, the query scores key `j` as
+        `q . (W_k x_j + b_k) = (W_k^T q) . x_j + q . b_k`; the second term is the same for every key, so
+        softmax drops it. The values' weighted sum is `W_v (sum_j a_j x_j) + b_v`, the weights summing to one.
+        So per row: one (D x D) product per head for the keys and one for the values, instead of the (L x D)
+        x (D x 2D) projection of every position. The same answer as the full path to float rounding
+        (tests/training/models/test_models.py); what the served encoder runs in the final block."""
+        B, L, D = x.shape
+        H = self.n_heads
+        dh = D // H
+        w_q, w_k, w_v = self.qkv.weight.split(D)
+        q = F.linear(x[:, -1], w_q, self.qkv.bias[:D])  # (B, D)
+        u = (q.view(B, H, dh, 1) * w_k.view(H, dh, D)).sum(2)  # (B, H, D): W_k^T q, per head
+        scores = torch.bmm(u, x.transpose(1, 2)) * dh**-0.5  # (B, H, L)
+        weights = scores.masked_fill(~keys.unsqueeze(1), float("-inf")).softmax(-1)
+        weights = F.dropout(weights, self.dropout, self.training)
+        mixed = torch.bmm(weights, x)  # (B, H, D): sum_j a_j x_j, per head
+        y = (mixed.view(B, H, 1, D) * w_v.view(H, dh, D)).sum(-1) + self.qkv.bias[2 * D :].view(H, dh)  # (B, H, dh)
+        return self.proj(y.reshape(B, 1, D))
 
 
 class Block(nn.Module):
@@ -83,8 +102,8 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False, qkv: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """`last_only`: compute the output at the last position only, (B, 1, D); keys and values still
-        come from every position. What serving needs from the final block, at a fraction of the cost.
+        """`last_only`: compute the output at the last position only, (B, 1, D); it still attends to every
+        position. What serving needs from the final block, at a fraction of the cost.
         `qkv`: the attention's projections of `ln1(x)`, already known (`FirstBlockTable`)."""
         y = self.attn(x if qkv is not None else self.ln1(x), mask, last_only, qkv)
         x = (x[:, -1:] if last_only else x) + self.drop(y)
